@@ -1,0 +1,1 @@
+"""ripieno.daemon: the real-time service, its ports, engine, scheduler and control plane."""

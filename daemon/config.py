@@ -1,0 +1,219 @@
+"""The daemon's configuration: one frozen dataclass tree, loaded from TOML and validated once.
+
+config.toml is a contract other tools write, so every refusal names the file, the key and what
+is allowed, in one line. Nothing downstream re-checks these values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+Api = Literal["auto", "alsa", "jack"]
+Mode = Literal["call", "accompany", "off"]
+
+
+class ConfigError(Exception):
+    """A config value that cannot be used; str() is the one line shown to the user."""
+
+
+@dataclass(frozen=True)
+class Range:
+    """Inclusive numeric bounds for a field, attached through field metadata."""
+
+    lo: float
+    hi: float
+
+
+def _field(default: Any, doc: str, lo: float | None = None, hi: float | None = None) -> Any:
+    meta: dict[str, Any] = {"doc": doc}
+    if lo is not None and hi is not None:
+        meta["range"] = Range(lo, hi)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class CCConfig:
+    """MIDI controller numbers (on any channel) mapped to the same commands MQTT uses; 0 disables one.
+
+    Defaults: mod wheel (CC1) steers temperature, CC20 and CC21 (unassigned in General MIDI)
+    pick the mode and enable/disable. The sustain pedal (CC64) always belongs to the music.
+    """
+
+    temperature: int = _field(1, "controller that sets temperature (0-127 -> 0.05-2.0)", 0, 119)
+    silence_s: int = _field(0, "controller that sets silence_s (0-127 -> 0.1-10 s)", 0, 119)
+    mode: int = _field(20, "controller that picks the mode (0-42 off, 43-85 call, 86-127 accompany)", 0, 119)
+    enabled: int = _field(21, "controller that enables (>= 64) or disables (< 64) ripieno", 0, 119)
+
+
+@dataclass(frozen=True)
+class MidiConfig:
+    api: Api = _field("auto", "auto | alsa | jack")
+    input: str = _field("virtual", "'virtual' opens ripieno:in; otherwise a substring of a port name")
+    output: str = _field("virtual", "'virtual' opens ripieno:out; otherwise a substring of a port name")
+    channel: int = _field(1, "1-16, where ripieno plays", 1, 16)
+    cc: CCConfig = field(default_factory=CCConfig)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    mode: Mode = _field("call", "call | accompany | off")
+    temperature: float = _field(0.9, "sampling temperature, 0 = greedy", 0.0, 2.0)
+    silence_s: float = _field(0.8, "call mode: seconds of rest before ripieno answers", 0.1, 10.0)
+    answer_s: float = _field(8.0, "longest answer in seconds", 0.5, 60.0)
+    model: str = _field("default", "'default' (the bundled model) or a checkpoint path")
+    seed: int = _field(0, "0 = a fresh seed each run", 0, 2**63 - 1)
+    models_dir: str = _field("", "folder of checkpoints that MQTT set/model may name")
+    max_notes_per_s: float = _field(24.0, "most notes ripieno starts in one second", 1.0, 200.0)
+    max_polyphony: int = _field(6, "most notes ripieno holds at once", 1, 64)
+    low_pitch: int = _field(21, "lowest pitch ripieno plays", 0, 127)
+    high_pitch: int = _field(108, "highest pitch ripieno plays", 0, 127)
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    enabled: bool = _field(False, "connect to an MQTT broker")
+    host: str = _field("127.0.0.1", "broker host")
+    port: int = _field(1883, "broker port", 1, 65535)
+    base_topic: str = _field("ripieno", "prefix of every topic")
+    username: str = _field("", "empty = anonymous")
+    password_file: str = _field("", "file holding the password (or env RIPIENO_MQTT_PASSWORD)")
+    tls: bool = _field(False, "connect with TLS")
+    ca_file: str = _field("", "CA certificate for TLS; empty = system store")
+    cert_file: str = _field("", "client certificate for TLS (optional)")
+    key_file: str = _field("", "client key for TLS (optional)")
+    discovery: bool = _field(False, "publish Home Assistant discovery configs")
+    discovery_prefix: str = _field("homeassistant", "Home Assistant discovery prefix")
+
+
+@dataclass(frozen=True)
+class Config:
+    midi: MidiConfig = field(default_factory=MidiConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    source: str = "<defaults>"
+
+
+def _type_name(tp: Any) -> str:
+    if get_origin(tp) is Literal:
+        return " | ".join(repr(a) for a in get_args(tp))
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
+
+
+def _check_value(where: str, key: str, tp: Any, meta: Any, value: Any) -> Any:
+    """Return value coerced to tp (int -> float only), or raise ConfigError naming where/key."""
+    bad = f"{where}: {key} = {value!r}: "
+    if get_origin(tp) is Literal:
+        if value not in get_args(tp):
+            raise ConfigError(bad + "must be " + _type_name(tp))
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(bad + "must be true or false")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(bad + "must be a number")
+        value = float(value)
+    elif tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(bad + "must be an integer")
+    elif tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(bad + "must be a string")
+    rng = meta.get("range")
+    if rng is not None and not (rng.lo <= value <= rng.hi):
+        lo = int(rng.lo) if tp is int else rng.lo
+        hi = int(rng.hi) if tp is int else rng.hi
+        raise ConfigError(bad + f"must be between {lo} and {hi}")
+    return value
+
+
+def _build(cls: type, table: Any, where: str, prefix: str) -> Any:
+    """Build dataclass cls from a TOML table, refusing unknown keys and wrong values."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: [{prefix}] must be a table")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
+    for key in table:
+        if key not in fields:
+            allowed = ", ".join(fields)
+            raise ConfigError(f"{where}: unknown key {prefix + '.' if prefix else ''}{key} (allowed: {allowed})")
+    kwargs: dict[str, Any] = {}
+    for name, f in fields.items():
+        if name not in table:
+            continue
+        tp = hints[name]
+        dotted = f"{prefix}.{name}" if prefix else name
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, table[name], where, dotted)
+        else:
+            kwargs[name] = _check_value(where, dotted, tp, f.metadata, table[name])
+    return cls(**kwargs)
+
+
+def _cross_checks(cfg: Config) -> None:
+    e = cfg.engine
+    if e.low_pitch > e.high_pitch:
+        raise ConfigError(f"{cfg.source}: engine.low_pitch ({e.low_pitch}) must not exceed engine.high_pitch ({e.high_pitch})")
+    for name in ("input", "output"):
+        if not getattr(cfg.midi, name).strip():
+            raise ConfigError(f"{cfg.source}: midi.{name} must not be empty (use \"virtual\" or part of a port name)")
+    if not cfg.mqtt.base_topic or any(c in cfg.mqtt.base_topic for c in "#+") or cfg.mqtt.base_topic.endswith("/"):
+        raise ConfigError(f"{cfg.source}: mqtt.base_topic = {cfg.mqtt.base_topic!r}: must be a non-empty topic without #, + or a trailing /")
+    cc = cfg.midi.cc
+    used = [v for v in dataclasses.astuple(cc) if v]
+    if 64 in used:
+        raise ConfigError(f"{cfg.source}: midi.cc: controller 64 (sustain) belongs to the music and cannot be mapped")
+    if len(used) != len(set(used)):
+        raise ConfigError(f"{cfg.source}: midi.cc: each controller number may be mapped to one command only")
+
+
+def parse(data: dict[str, Any], source: str = "<string>") -> Config:
+    """Validate a parsed TOML document into a Config."""
+    cfg = _build(Config, data, source, "")
+    cfg = dataclasses.replace(cfg, source=source)
+    _cross_checks(cfg)
+    return cfg
+
+
+def load(path: str | Path) -> Config:
+    """Read and validate a config file; every failure is a ConfigError with one line."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: cannot read: {exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    return parse(data, str(p))
+
+
+def override(cfg: Config, section: str, **values: Any) -> Config:
+    """Apply command-line overrides (None = not given) through the same validation as the file."""
+    given = {k: v for k, v in values.items() if v is not None}
+    if not given:
+        return cfg
+    sub = getattr(cfg, section)
+    hints = typing.get_type_hints(type(sub))
+    fields = {f.name: f for f in dataclasses.fields(sub)}
+    checked = {k: _check_value("command line", f"{section}.{k}", hints[k], fields[k].metadata, v) for k, v in given.items()}
+    new = dataclasses.replace(cfg, **{section: dataclasses.replace(sub, **checked)})
+    _cross_checks(new)
+    return new
+
+
+def as_dict(cfg: Any) -> dict[str, Any]:
+    """The config as plain data (for logs and state), without its source."""
+    d = dataclasses.asdict(cfg)
+    d.pop("source", None)
+    return d
+

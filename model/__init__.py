@@ -1,0 +1,1 @@
+"""ripieno.model: note events, their encoding, the LSTM, streaming inference, sampling, checkpoints."""

@@ -1,0 +1,274 @@
+"""Real peers for integration tests: a JACK server, a mosquitto broker, a keyboard, a synth, the daemon.
+
+Nothing here is a mock: the keyboard and synth are python-rtmidi JACK clients with virtual ports,
+the broker is a real mosquitto process on a free loopback port, the daemon a real subprocess.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import rtmidi
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def wait_until(pred: Callable[[], object], timeout: float, interval: float = 0.02, what: str = "condition") -> object:
+    """Poll pred until it returns something truthy; raise TimeoutError naming what we waited for."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --------------------------------------------------------------------------------------------- JACK
+
+class JackServer:
+    """jackd with the dummy driver under a private server name (JACK_DEFAULT_SERVER), never the user's."""
+
+    def __init__(self, name: str, log_dir: Path, period: int = 128) -> None:
+        self.name = name
+        self.period = period
+        self.rate = 48000
+        self.log_path = log_dir / f"jackd-{name}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        jackd = shutil.which("jackd") or "/usr/bin/jackd"
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [jackd, "-n", self.name, "--no-realtime", "-d", "dummy", "-r", str(self.rate), "-p", str(self.period)],
+            stdout=self._log, stderr=subprocess.STDOUT, env=self.env(),
+        )
+        wait_until(self.ready, 10, 0.05, f"jackd server {self.name}")
+
+    def env(self) -> dict[str, str]:
+        return os.environ | {"JACK_DEFAULT_SERVER": self.name, "JACK_NO_START_SERVER": "1"}
+
+    def ready(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"jackd exited with {self.proc.returncode}; log: {self.log_path.read_text(errors='replace')[-2000:]}")
+        r = subprocess.run(["jack_lsp"], env=self.env(), capture_output=True)
+        return r.returncode == 0
+
+    def ports(self) -> list[str]:
+        r = subprocess.run(["jack_lsp"], env=self.env(), capture_output=True, text=True)
+        return [line.strip() for line in r.stdout.splitlines() if line.strip()]
+
+    def connect(self, src: str, dst: str) -> None:
+        subprocess.run(["jack_connect", src, dst], env=self.env(), check=True, capture_output=True)
+
+    def wait_for_port(self, name: str, timeout: float = 10.0) -> None:
+        wait_until(lambda: name in self.ports(), timeout, 0.05, f"JACK port {name}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+# ------------------------------------------------------------------------------------- keyboard/synth
+
+@dataclass
+class Received:
+    t: float          # time.monotonic() when the callback saw it
+    msg: list[int]
+
+
+class Synth:
+    """A JACK MIDI input that records every message with its arrival time."""
+
+    def __init__(self, client: str = "testsynth", port: str = "in") -> None:
+        self.client, self.port_name = client, port
+        self._lock = threading.Lock()
+        self.received: list[Received] = []
+        self.midi = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name=client)
+        self.midi.ignore_types(sysex=False, timing=False, active_sense=False)
+        self.midi.open_virtual_port(port)
+        self.midi.set_callback(self._on)
+
+    @property
+    def port(self) -> str:
+        return f"{self.client}:{self.port_name}"
+
+    def _on(self, event: tuple[list[int], float], _data: object) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self.received.append(Received(now, list(event[0])))
+
+    def messages(self) -> list[Received]:
+        with self._lock:
+            return list(self.received)
+
+    def clear(self) -> None:
+        with self._lock:
+            self.received.clear()
+
+    def note_ons(self) -> list[Received]:
+        return [r for r in self.messages() if r.msg[0] & 0xF0 == 0x90 and r.msg[2] > 0]
+
+    def sounding(self) -> set[tuple[int, int]]:
+        """(channel, pitch) pairs switched on and not yet off, by what the synth has heard."""
+        on: dict[tuple[int, int], int] = {}
+        for r in self.messages():
+            kind, ch = r.msg[0] & 0xF0, r.msg[0] & 0x0F
+            if kind == 0x90 and r.msg[2] > 0:
+                on[(ch, r.msg[1])] = on.get((ch, r.msg[1]), 0) + 1
+            elif kind == 0x80 or (kind == 0x90 and r.msg[2] == 0):
+                on.pop((ch, r.msg[1]), None)
+            elif kind == 0xB0 and r.msg[1] in (120, 123):
+                on = {k: v for k, v in on.items() if k[0] != ch}
+        return set(on)
+
+    def close(self) -> None:
+        self.midi.cancel_callback()
+        self.midi.close_port()
+        self.midi.delete()
+
+
+class Keyboard:
+    """A JACK MIDI output that plays notes; `connect` wires it to a port by name substring."""
+
+    def __init__(self, client: str = "testkbd", port: str = "out") -> None:
+        self.client, self.port_name = client, port
+        self.midi = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name=client)
+        self.midi.open_virtual_port(port)
+
+    @property
+    def port(self) -> str:
+        return f"{self.client}:{self.port_name}"
+
+    def send(self, msg: list[int]) -> float:
+        t = time.monotonic()
+        self.midi.send_message(msg)
+        return t
+
+    def note(self, pitch: int, velocity: int = 90, dur: float = 0.1, channel: int = 0) -> None:
+        self.send([0x90 | channel, pitch, velocity])
+        time.sleep(dur)
+        self.send([0x80 | channel, pitch, 0])
+
+    def phrase(self, pitches: list[int], step: float = 0.2, dur: float = 0.15, velocity: int = 90) -> None:
+        for p in pitches:
+            self.note(p, velocity, dur)
+            time.sleep(max(0.0, step - dur))
+
+    def close(self) -> None:
+        self.midi.close_port()
+        self.midi.delete()
+
+
+# -------------------------------------------------------------------------------------------- MQTT
+
+@dataclass
+class Broker:
+    """A mosquitto process on a loopback port; restartable on the same port."""
+
+    workdir: Path
+    extra_conf: str = ""
+    port: int = field(default_factory=free_port)
+    host: str = "127.0.0.1"
+    proc: subprocess.Popen | None = None
+
+    @property
+    def conf_path(self) -> Path:
+        return self.workdir / f"mosquitto-{self.port}.conf"
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        listener = "" if "listener" in self.extra_conf else f"listener {self.port} {self.host}\nallow_anonymous true\n"
+        self.conf_path.write_text(listener + self.extra_conf + f"\nlog_dest file {self.workdir / f'mosquitto-{self.port}.log'}\n")
+        exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        self.proc = subprocess.Popen([exe, "-c", str(self.conf_path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wait_until(self._accepting, 10, 0.05, f"mosquitto on port {self.port}")
+
+    def _accepting(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+            raise RuntimeError(f"mosquitto exited with {self.proc.returncode}: {err}")
+        try:
+            with socket.create_connection((self.host, self.port), timeout=0.2):
+                return True
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def log(self) -> str:
+        p = self.workdir / f"mosquitto-{self.port}.log"
+        return p.read_text(errors="replace") if p.exists() else ""
+
+
+# ------------------------------------------------------------------------------------------ daemon
+
+class Daemon:
+    """`ripieno run` as a subprocess, its stderr logged to a file the test can read."""
+
+    def __init__(self, config_text: str, workdir: Path, env: dict[str, str], args: list[str] | None = None) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.config = workdir / "config.toml"
+        self.config.write_text(config_text)
+        self.log_path = workdir / "ripieno.log"
+        self._log = open(self.log_path, "wb")
+        cmd = [str(BIN / "ripieno"), "--log-level", "debug", "run", "--config", str(self.config), *(args or [])]
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def wait_log(self, needle: str, timeout: float = 20.0) -> None:
+        def seen() -> bool:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ripieno exited with {self.proc.returncode} while waiting for {needle!r}:\n{self.log()}")
+            return needle in self.log()
+        wait_until(seen, timeout, 0.05, f"{needle!r} in the daemon log")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise
+        self._log.close()
+        return self.proc.returncode
