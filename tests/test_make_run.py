@@ -1,0 +1,37 @@
+"""`make run`'s launcher on a machine with no MIDI system: it starts dummy JACK, says so, and stops cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from peers import REPO, wait_until
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(Path("/dev/snd/seq").exists(), reason="this machine has ALSA: run.sh would not start JACK")
+def test_run_sh_starts_dummy_jack_and_sigterm_exits_0(tmp_path):
+    server = f"ripieno-runsh-{os.getpid()}"
+    env = os.environ | {"JACK_DEFAULT_SERVER": server, "JACK_NO_START_SERVER": "1", "TMPDIR": str(tmp_path)}
+    env["CONFIG"] = str(tmp_path / "config.toml")
+    (tmp_path / "config.toml").write_text((REPO / "config.toml").read_text())
+    log = open(tmp_path / "run.log", "wb")
+    proc = subprocess.Popen([str(REPO / "tools" / "run.sh")], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        def ports() -> str:
+            return subprocess.run(["jack_lsp"], env=env, capture_output=True, text=True).stdout
+        wait_until(lambda: "ripieno:in" in ports() and "ripieno-out:out" in ports(), 90, 0.1, "ripieno's ports")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+    text = (tmp_path / "run.log").read_text()
+    assert "starting jackd with the dummy driver" in text
+    assert subprocess.run(["jack_lsp"], env=env, capture_output=True).returncode != 0, "run.sh left its jackd running"
+
