@@ -1,0 +1,244 @@
+"""Witten-Bell interpolated variable-order Markov model over a small alphabet (MIDI pitches).
+
+Why this exists: a piece repeats its own phrases, and an n-gram that learns the piece as it is
+heard predicts those repeats far better than any network's hidden state remembers them. The same
+class is the corpus Markov-3 baseline (trained once, then frozen) and the online variable-order
+model (orders 0-16) that learns one performance note by note.
+
+The estimate, for a context h of length k with its one-shorter suffix h':
+
+    P(s | h) = (c(h, s) + T(h) * P(s | h')) / (c(h) + T(h))
+
+c(h, s) = times s followed h, c(h) = its total, T(h) = number of distinct symbols that followed
+h. A context never seen backs off entirely (P(s | h) = P(s | h')), and below order 0 sits the
+uniform distribution (order -1), so every symbol keeps a non-zero probability.
+
+Contexts live in a suffix trie walked from the most recent symbol backwards, so one update or
+one prediction touches at most max_order + 1 nodes. Counts are sparse dicts (deep contexts see
+one or two symbols); a node that has seen many distinct symbols also keeps a dense float64 row
+so the shallow, busy levels cost one vector operation instead of a Python loop. Memory is a few
+hundred bytes per context node, i.e. roughly (max_order + 1) nodes per new note: reset per piece.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+# A node whose count dict reaches this many distinct symbols also keeps a dense row.
+_DENSE_AT = 12
+
+
+class _Node:
+    """One context: its follower counts, their sum and (lazily) its longer contexts."""
+
+    __slots__ = ("children", "counts", "total", "dense")
+
+    def __init__(self) -> None:
+        self.children: dict[int, _Node] | None = None
+        self.counts: dict[int, int] = {}
+        self.total = 0
+        self.dense: np.ndarray | None = None
+
+    def add(self, symbol: int, n_symbols: int) -> None:
+        counts = self.counts
+        counts[symbol] = counts.get(symbol, 0) + 1
+        self.total += 1
+        if self.dense is not None:
+            self.dense[symbol] += 1.0
+        elif len(counts) >= _DENSE_AT:
+            dense = np.zeros(n_symbols, dtype=np.float64)
+            dense[list(counts)] = list(counts.values())
+            self.dense = dense
+
+
+class WittenBell:
+    """Interpolated Witten-Bell estimate over contexts of length 0..max_order.
+
+    `update(context, symbol)` counts `symbol` after every suffix of `context` up to max_order
+    (only the last max_order symbols of `context` matter); `probs(context)` is the full
+    distribution, `prob(context, symbol)` one entry of it without building the vector.
+    """
+
+    def __init__(self, max_order: int, n_symbols: int = 128) -> None:
+        if not isinstance(max_order, int) or max_order < 0:
+            raise ValueError(f"max_order must be an integer >= 0, got {max_order!r}")
+        if not isinstance(n_symbols, int) or n_symbols < 1:
+            raise ValueError(f"n_symbols must be an integer >= 1, got {n_symbols!r}")
+        self.max_order = max_order
+        self.n_symbols = n_symbols
+        self._root = _Node()
+        self._nodes = 1
+
+    def reset(self) -> None:
+        """Forget every count."""
+        self._root = _Node()
+        self._nodes = 1
+
+    @property
+    def n_contexts(self) -> int:
+        """Number of context nodes (the order-0 root included): the memory driver."""
+        return self._nodes
+
+    @property
+    def n_updates(self) -> int:
+        """Number of symbols counted so far."""
+        return self._root.total
+
+    def _check(self, symbol: int) -> int:
+        s = int(symbol)
+        if not 0 <= s < self.n_symbols:
+            raise ValueError(f"symbol {symbol!r} outside 0..{self.n_symbols - 1}")
+        return s
+
+    def update(self, context: Sequence[int], symbol: int) -> None:
+        """Count `symbol` after the empty context and after each suffix of `context` up to max_order."""
+        s = self._check(symbol)
+        n = self.n_symbols
+        node = self._root
+        node.add(s, n)
+        k = len(context)
+        for i in range(1, min(self.max_order, k) + 1):
+            key = int(context[k - i])
+            children = node.children
+            if children is None:
+                children = node.children = {}
+            child = children.get(key)
+            if child is None:
+                child = children[key] = _Node()
+                self._nodes += 1
+            node = child
+            node.add(s, n)
+
+    def fit(self, sequences: Iterable[Sequence[int]]) -> WittenBell:
+        """Count every symbol of every sequence after its own history (never across sequences)."""
+        for seq in sequences:
+            seq = [self._check(x) for x in seq]
+            for t, s in enumerate(seq):
+                self.update(seq[max(0, t - self.max_order) : t], s)
+        return self
+
+    def _chain(self, context: Sequence[int]) -> list[_Node]:
+        """Nodes of the seen suffixes of `context`, shortest (the root) first."""
+        node = self._root
+        chain = [node]
+        k = len(context)
+        for i in range(1, min(self.max_order, k) + 1):
+            children = node.children
+            if children is None:
+                break
+            node = children.get(int(context[k - i]))  # type: ignore[assignment]
+            if node is None:
+                break
+            chain.append(node)
+        return chain
+
+    def probs(self, context: Sequence[int] = ()) -> np.ndarray:
+        """P(. | context) as float64 (n_symbols,), summing to 1.
+
+        The recursion unrolled from the longest seen context down: each level contributes its
+        counts scaled by the product of the back-off weights T/(c+T) above it.
+        """
+        n = self.n_symbols
+        p = np.zeros(n, dtype=np.float64)
+        idx: list[int] = []
+        val: list[float] = []
+        w = 1.0
+        for node in reversed(self._chain(context)):
+            total = node.total
+            if total == 0:
+                continue  # only an untrained root
+            types = len(node.counts)
+            denom = total + types
+            scale = w / denom
+            if node.dense is not None:
+                p += node.dense * scale
+            else:
+                for sym, c in node.counts.items():
+                    idx.append(sym)
+                    val.append(c * scale)
+            w *= types / denom
+        if idx:
+            p += np.bincount(idx, weights=val, minlength=n)
+        p += w / n
+        return p
+
+    def prob(self, context: Sequence[int], symbol: int) -> float:
+        """P(symbol | context), the same number as probs(context)[symbol], without the vector."""
+        s = self._check(symbol)
+        p = 1.0 / self.n_symbols
+        for node in self._chain(context):
+            total = node.total
+            if total == 0:
+                continue
+            types = len(node.counts)
+            p = (node.counts.get(s, 0) + types * p) / (total + types)
+        return p
+
+
+class OnlineSequenceModel:
+    """A WittenBell that keeps its own history: the online model of one piece as it is heard.
+
+    `probs()` predicts the next symbol from what was observed; `observe(symbol)` first counts it
+    after that history, then appends it. `fork()` gives an independent copy for planning; with
+    `learn=False` the copy shares the counts read-only and only moves its own history, so
+    planning costs nothing and never teaches the model its own answers.
+    """
+
+    def __init__(self, max_order: int = 16, n_symbols: int = 128, learn: bool = True) -> None:
+        self.model = WittenBell(max_order, n_symbols)
+        self.learn = learn
+        self._history: list[int] = []
+
+    @property
+    def max_order(self) -> int:
+        return self.model.max_order
+
+    @property
+    def n_symbols(self) -> int:
+        return self.model.n_symbols
+
+    @property
+    def history(self) -> tuple[int, ...]:
+        """The last max_order observed symbols (all that predictions depend on)."""
+        return tuple(self._history)
+
+    def __len__(self) -> int:
+        return self.model.n_updates
+
+    def observe(self, symbol: int) -> None:
+        """Learn `symbol` as the continuation of the history (if learning), then append it to the history."""
+        if self.learn:
+            self.model.update(self._history, symbol)
+        elif not 0 <= int(symbol) < self.n_symbols:
+            raise ValueError(f"symbol {symbol!r} outside 0..{self.n_symbols - 1}")
+        self._history.append(int(symbol))
+        if len(self._history) > self.max_order:
+            del self._history[0]
+
+    def probs(self) -> np.ndarray:
+        """P(next | history), float64 (n_symbols,) summing to 1 (uniform before anything is seen)."""
+        return self.model.probs(self._history)
+
+    def prob(self, symbol: int) -> float:
+        return self.model.prob(self._history, symbol)
+
+    def reset(self) -> None:
+        """Forget counts and history: a new piece (a fresh table, so a frozen fork never clears its parent's)."""
+        self.model = WittenBell(self.max_order, self.n_symbols)
+        self._history = []
+
+    def fork(self, learn: bool = True) -> OnlineSequenceModel:
+        """A copy whose observations never touch this one.
+
+        learn=True deep-copies the counts (cost grows with what was learned); learn=False shares
+        them frozen, copying only the short history (cheap: what a planning fork wants).
+        """
+        if learn:
+            return copy.deepcopy(self)
+        twin = copy.copy(self)
+        twin.learn = False
+        twin._history = list(self._history)
+        return twin
