@@ -1,0 +1,316 @@
+"""The one command layer: validate -> apply -> notify, shared by MQTT and MIDI CC.
+
+Every way of steering ripieno (an MQTT topic, a knob on the keyboard) becomes a (name, payload)
+pair that goes through `Controller.apply`, so both paths refuse the same things with the same
+words, and a refused command changes nothing. The engine does the work behind `Actions`; this
+module never touches MIDI or the network.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from .config import CCConfig, Config
+
+log = logging.getLogger(__name__)
+
+MAX_PAYLOAD = 1024  # bytes; anything longer is refused before it is even decoded
+MODES = ("call", "accompany", "off")
+SETTINGS = ("enabled", "mode", "temperature", "silence_s", "model")
+ACTIONS = ("reset", "panic")
+COMMANDS = SETTINGS + ACTIONS
+TEMPERATURE = (0.05, 2.0)
+SILENCE_S = (0.1, 10.0)
+STEP_RING = 4096  # step times kept for p50/p99: enough for a stable p99, bounded forever
+
+_TRUE = {"true", "on", "1"}
+_FALSE = {"false", "off", "0"}
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+class CommandError(Exception):
+    """A refused command; .reason is the one line sent back on {base}/error or logged."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class State:
+    """What ripieno is doing, as published retained on {base}/state."""
+
+    enabled: bool
+    mode: str
+    temperature: float
+    silence_s: float
+    model: str
+    input: str
+    output: str
+    notes_in: int
+    notes_out: int
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+
+class Actions(Protocol):
+    """What the engine does for the command layer. on_state/reset/panic must not block the loop."""
+
+    def on_state(self, state: State) -> None: ...
+
+    def reset(self) -> None: ...
+
+    def panic(self) -> None: ...
+
+    async def load_model(self, spec: str) -> None: ...
+
+
+@dataclass
+class Stats:
+    """Counters the engine updates in place; read by the metrics publisher. Bounded memory."""
+
+    notes_in: int = 0
+    notes_out: int = 0
+    dropped: int = 0                 # MIDI input the engine dropped (floods, smashes)
+    commands_dropped: int = 0        # MQTT commands dropped unanswered (full queue, error flood)
+    commands_refused: int = 0        # commands answered with an error
+    step_us: deque[float] = field(default_factory=lambda: deque(maxlen=STEP_RING))
+    started_at: float = field(default_factory=time.monotonic)
+
+    def add_step(self, us: float) -> None:
+        self.step_us.append(us)
+
+    def metrics(self, now: float | None = None) -> dict[str, float | int | None]:
+        """The {base}/metrics payload: counters, step p50/p99 over the recent ring, uptime."""
+        now = time.monotonic() if now is None else now
+        steps = sorted(self.step_us)
+        return {
+            "notes_in": self.notes_in,
+            "notes_out": self.notes_out,
+            "step_p50_us": _percentile(steps, 0.50),
+            "step_p99_us": _percentile(steps, 0.99),
+            "dropped": self.dropped,
+            "commands_dropped": self.commands_dropped,
+            "commands_refused": self.commands_refused,
+            "uptime_s": round(now - self.started_at, 1),
+        }
+
+
+def _percentile(ordered: list[float], q: float) -> float | None:
+    """Nearest-rank percentile of an already sorted list; None when nothing was measured yet."""
+    if not ordered:
+        return None
+    k = min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))
+    return round(float(ordered[k]), 1)
+
+
+# ------------------------------------------------------------------------------ payload parsing
+
+def _text(payload: bytes) -> str:
+    if len(payload) > MAX_PAYLOAD:
+        raise CommandError(f"payload of {len(payload)} bytes is over the {MAX_PAYLOAD}-byte limit")
+    try:
+        return payload.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise CommandError("payload is not UTF-8 text") from None
+
+
+def parse_bool(text: str) -> bool:
+    t = text.lower()
+    if t in _TRUE:
+        return True
+    if t in _FALSE:
+        return False
+    raise CommandError(f"{text[:40]!r} is not one of true|false|on|off|1|0")
+
+
+def parse_mode(text: str) -> str:
+    t = text.lower()
+    if t not in MODES:
+        raise CommandError(f"{text[:40]!r} is not one of {'|'.join(MODES)}")
+    return t
+
+
+def parse_number(text: str, lo: float, hi: float) -> float:
+    """A plain decimal number within [lo, hi]; no nan, inf, hex or Python-only spellings."""
+    if not _NUMBER.fullmatch(text):
+        raise CommandError(f"{text[:40]!r} is not a number")
+    value = float(text)
+    if not lo <= value <= hi:
+        raise CommandError(f"{value:g} is out of range {lo:g}-{hi:g}")
+    return value
+
+
+def available_models(models_dir: str) -> dict[str, Path]:
+    """Checkpoints a command may name: NAME.pt files and NAME/ folders directly in models_dir."""
+    if not models_dir:
+        return {}
+    root = Path(models_dir).expanduser()
+    try:
+        entries = list(root.iterdir())
+    except OSError:
+        return {}
+    found: dict[str, Path] = {}
+    for p in sorted(entries):
+        if p.is_dir() and _MODEL_NAME.fullmatch(p.name):
+            found[p.name] = p
+        elif p.is_file() and p.suffix == ".pt" and _MODEL_NAME.fullmatch(p.stem):
+            found[p.stem] = p
+    return found
+
+
+def model_spec(models_dir: str, name: str) -> str:
+    """'default', or the path of the checkpoint called name in models_dir: never an arbitrary path."""
+    if name == "default":
+        return "default"
+    if not _MODEL_NAME.fullmatch(name):
+        raise CommandError(f"{name[:40]!r} is not a model name (letters, digits, . _ -; no paths)")
+    models = available_models(models_dir)
+    if name not in models:
+        if not models_dir:
+            raise CommandError(f"no model {name!r}: [engine] models_dir is not set, only 'default' is available")
+        names = ", ".join(["default", *models])
+        raise CommandError(f"no model {name!r} in models_dir (available: {names})")
+    return str(models[name])
+
+
+def model_label(spec: str) -> str:
+    """The name shown in state for a configured model: 'default' or the checkpoint's name, not its path."""
+    return spec if spec == "default" else Path(spec).stem or spec
+
+
+# ----------------------------------------------------------------------------------- controller
+
+Listener = Callable[[State], None]
+
+
+class Controller:
+    """Holds the settings, validates commands, tells the engine and then every listener."""
+
+    def __init__(self, cfg: Config, actions: Actions) -> None:
+        self.cfg = cfg
+        self.actions = actions
+        self.stats = Stats()
+        self._listeners: list[Listener] = []
+        self._loading: str | None = None
+        self._settings = {
+            "enabled": True,
+            "mode": cfg.engine.mode,
+            "temperature": cfg.engine.temperature,
+            "silence_s": cfg.engine.silence_s,
+            "model": model_label(cfg.engine.model),
+            "input": cfg.midi.input,
+            "output": cfg.midi.output,
+        }
+
+    @property
+    def state(self) -> State:
+        """The current state; note counts are read live from stats."""
+        return State(**self._settings, notes_in=self.stats.notes_in, notes_out=self.stats.notes_out)
+
+    def add_listener(self, cb: Listener) -> None:
+        self._listeners.append(cb)
+
+    def remove_listener(self, cb: Listener) -> None:
+        if cb in self._listeners:
+            self._listeners.remove(cb)
+
+    def set_ports(self, input: str | None = None, output: str | None = None) -> State:
+        """The engine reports which ports it is actually connected to (after hot-plug, say)."""
+        changes = {k: v for k, v in (("input", input), ("output", output)) if v is not None}
+        return self._commit(changes) if changes else self.state
+
+    def validate(self, name: str, payload: bytes) -> object:
+        """Parse payload for command name; raise CommandError without changing anything."""
+        if name not in COMMANDS:
+            raise CommandError(f"unknown command {name[:60]!r} (known: {', '.join(COMMANDS)})")
+        text = _text(payload)
+        if name == "enabled":
+            return parse_bool(text)
+        if name == "mode":
+            return parse_mode(text)
+        if name == "temperature":
+            return parse_number(text, *TEMPERATURE)
+        if name == "silence_s":
+            return parse_number(text, *SILENCE_S)
+        if name == "model":
+            return model_spec(self.cfg.engine.models_dir, text)
+        return None  # reset, panic: any (short) payload presses the button
+
+    async def apply(self, name: str, payload: bytes) -> State:
+        """Validate, apply and notify; a refused command raises CommandError and changes nothing."""
+        value = self.validate(name, payload)
+        if name == "reset":
+            self.actions.reset()
+            log.info("command: reset")
+            return self.state
+        if name == "panic":
+            self.actions.panic()
+            log.info("command: panic")
+            return self.state
+        if name == "model":
+            return await self._load_model(str(value))
+        log.info("command: %s = %r", name, value)
+        return self._commit({name: value})
+
+    async def _load_model(self, spec: str) -> State:
+        label = model_label(spec)
+        if self._loading is not None:
+            raise CommandError(f"model {self._loading!r} is still loading; try again when it is done")
+        self._loading = label
+        try:
+            await self.actions.load_model(spec)
+        except Exception as exc:  # the engine's error is the user's answer; the old model keeps playing
+            raise CommandError(f"cannot load model {label!r}: {exc}") from None
+        finally:
+            self._loading = None
+        log.info("command: model = %r", label)
+        return self._commit({"model": label})
+
+    def _commit(self, changes: dict[str, object]) -> State:
+        self._settings = self._settings | changes
+        state = self.state
+        self.actions.on_state(state)
+        for cb in list(self._listeners):
+            try:
+                cb(state)
+            except Exception:  # a broken listener must not undo or block a command
+                log.exception("state listener failed")
+        return state
+
+
+# ------------------------------------------------------------------------------------- MIDI CC
+
+def _scale(value: int, lo: float, hi: float) -> float:
+    return round(lo + (hi - lo) * value / 127, 3)
+
+
+def cc_command(cc_cfg: CCConfig, controller_number: int, value: int) -> tuple[str, bytes] | None:
+    """Map a control change to the same (name, payload) an MQTT client would send, or None.
+
+    Continuous controllers scale linearly over the command's whole range; mode is split in
+    three bands (off | call | accompany), enabled at the middle (>= 64 on), like a pedal.
+    """
+    if not (1 <= controller_number <= 127 and 0 <= value <= 127):
+        return None
+    if controller_number == cc_cfg.temperature:
+        return "temperature", f"{_scale(value, *TEMPERATURE):g}".encode()
+    if controller_number == cc_cfg.silence_s:
+        return "silence_s", f"{_scale(value, *SILENCE_S):g}".encode()
+    if controller_number == cc_cfg.mode:
+        return "mode", (b"off" if value < 43 else b"call" if value < 86 else b"accompany")
+    if controller_number == cc_cfg.enabled:
+        return "enabled", (b"on" if value >= 64 else b"off")
+    return None
+

@@ -1,0 +1,219 @@
+"""The command layer on its own: every command, every refusal, CC mapping. Pure logic, no peers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mqtt_helpers import RecordingActions
+from ripieno.daemon import config as cfgmod
+from ripieno.daemon.commands import (
+    MAX_PAYLOAD,
+    CommandError,
+    Controller,
+    State,
+    Stats,
+    available_models,
+    cc_command,
+)
+
+
+def make(models_dir: str = "", **engine) -> tuple[Controller, RecordingActions]:
+    cfg = cfgmod.parse({"engine": {"models_dir": models_dir, **engine}})
+    actions = RecordingActions()
+    return Controller(cfg, actions), actions
+
+
+def test_initial_state_comes_from_config():
+    c, _ = make(mode="accompany", temperature=1.25, silence_s=2.0)
+    s = c.state
+    assert (s.enabled, s.mode, s.temperature, s.silence_s, s.model) == (True, "accompany", 1.25, 2.0, "default")
+    assert (s.input, s.output, s.notes_in, s.notes_out) == ("virtual", "virtual", 0, 0)
+
+
+def test_state_json_has_exactly_the_contract_keys():
+    c, _ = make()
+    c.stats.notes_in, c.stats.notes_out = 5, 3
+    data = json.loads(c.state.to_json())
+    assert set(data) == {"enabled", "mode", "temperature", "silence_s", "model", "input", "output", "notes_in", "notes_out"}
+    assert data["notes_in"] == 5 and data["notes_out"] == 3
+
+
+@pytest.mark.parametrize("name, payload, field, expected", [
+    ("enabled", b"false", "enabled", False),
+    ("enabled", b"OFF", "enabled", False),
+    ("enabled", b"0", "enabled", False),
+    ("mode", b"accompany", "mode", "accompany"),
+    ("mode", b" Off\n", "mode", "off"),
+    ("temperature", b"1.5", "temperature", 1.5),
+    ("temperature", b"0.05", "temperature", 0.05),
+    ("temperature", b"2", "temperature", 2.0),
+    ("silence_s", b"10", "silence_s", 10.0),
+    ("silence_s", b".1", "silence_s", 0.1),
+])
+async def test_each_setting_is_applied_notified_and_reflected(name, payload, field, expected):
+    c, actions = make()
+    seen: list[State] = []
+    c.add_listener(seen.append)
+    state = await c.apply(name, payload)
+    assert getattr(state, field) == expected
+    assert getattr(c.state, field) == expected
+    assert actions.states[-1] == state and seen == [state]
+
+
+async def test_enabled_accepts_every_spelling_of_on():
+    c, _ = make()
+    for word in (b"true", b"on", b"1", b"ON", b"True"):
+        await c.apply("enabled", b"off")
+        assert (await c.apply("enabled", word)).enabled is True
+
+
+@pytest.mark.parametrize("name, payload, reason", [
+    ("enabled", b"yes", "not one of"),
+    ("mode", b"solo", "not one of"),
+    ("temperature", b"hot", "not a number"),
+    ("temperature", b"nan", "not a number"),
+    ("temperature", b"inf", "not a number"),
+    ("temperature", b"1_0", "not a number"),
+    ("temperature", b"0x1", "not a number"),
+    ("temperature", b"", "not a number"),
+    ("temperature", b"0", "out of range"),
+    ("temperature", b"2.01", "out of range"),
+    ("silence_s", b"0.05", "out of range"),
+    ("silence_s", b"11", "out of range"),
+    ("silence_s", b"\xff\xfe", "not UTF-8"),
+    ("mode", b"x" * (MAX_PAYLOAD + 1), "limit"),
+    ("reset", b"x" * (MAX_PAYLOAD + 1), "limit"),
+    ("tempo", b"120", "unknown command"),
+    ("model", b"../../etc/passwd", "not a model name"),
+    ("model", b"/tmp/evil.pt", "not a model name"),
+    ("model", b"nosuch", "models_dir is not set"),
+])
+async def test_refused_commands_change_nothing(name, payload, reason):
+    c, actions = make()
+    seen: list[State] = []
+    c.add_listener(seen.append)
+    before = c.state
+    with pytest.raises(CommandError) as err:
+        await c.apply(name, payload)
+    assert reason in err.value.reason
+    assert c.state == before
+    assert seen == [] and actions.states == [] and actions.calls == []
+
+
+async def test_reset_and_panic_reach_the_engine_without_changing_state():
+    c, actions = make()
+    before = c.state
+    assert await c.apply("reset", b"") == before
+    assert await c.apply("panic", b"PRESS") == before
+    assert actions.calls == ["reset", "panic"]
+
+
+def test_models_are_pt_files_and_folders_in_models_dir(tmp_path):
+    (tmp_path / "jazz.pt").write_bytes(b"")
+    (tmp_path / "bach").mkdir()
+    (tmp_path / "notes.txt").write_text("")
+    (tmp_path / ".hidden.pt").write_bytes(b"")
+    assert available_models(str(tmp_path)) == {"bach": tmp_path / "bach", "jazz": tmp_path / "jazz.pt"}
+    assert available_models(str(tmp_path / "missing")) == {}
+
+
+async def test_model_by_name_loads_from_models_dir(tmp_path):
+    (tmp_path / "jazz.pt").write_bytes(b"")
+    c, actions = make(str(tmp_path))
+    state = await c.apply("model", b"jazz")
+    assert state.model == "jazz"
+    assert actions.loaded == [str(tmp_path / "jazz.pt")]
+    assert (await c.apply("model", b"default")).model == "default"
+    assert actions.loaded[-1] == "default"
+
+
+async def test_unknown_model_names_the_available_ones(tmp_path):
+    (tmp_path / "jazz.pt").write_bytes(b"")
+    c, actions = make(str(tmp_path))
+    with pytest.raises(CommandError, match=r"available: default, jazz"):
+        await c.apply("model", b"rock")
+    assert actions.loaded == []
+
+
+async def test_failed_model_load_keeps_the_old_model(tmp_path):
+    (tmp_path / "broken.pt").write_bytes(b"")
+    c, actions = make(str(tmp_path))
+    actions.fail_load = "checksum mismatch"
+    with pytest.raises(CommandError, match="cannot load model 'broken': checksum mismatch"):
+        await c.apply("model", b"broken")
+    assert c.state.model == "default" and actions.states == []
+
+
+async def test_a_failing_listener_does_not_undo_a_command():
+    c, _ = make()
+
+    def broken(_state: State) -> None:
+        raise RuntimeError("listener bug")
+
+    c.add_listener(broken)
+    assert (await c.apply("mode", b"off")).mode == "off"
+    assert c.state.mode == "off"
+
+
+def test_set_ports_is_reflected_in_state():
+    c, actions = make()
+    state = c.set_ports(input="Keystation:in")
+    assert state.input == "Keystation:in" and state.output == "virtual"
+    assert actions.states[-1] == state
+
+
+def test_stats_percentiles_and_bounded_ring():
+    s = Stats(started_at=0.0)
+    assert s.metrics(now=1.0)["step_p50_us"] is None
+    for us in range(1, 101):
+        s.add_step(float(us))
+    m = s.metrics(now=12.34)
+    assert (m["step_p50_us"], m["step_p99_us"], m["uptime_s"]) == (50.0, 99.0, 12.3)
+    for _ in range(10_000):
+        s.add_step(1.0)
+    assert len(s.step_us) == s.step_us.maxlen
+
+
+# ------------------------------------------------------------------------------------------- CC
+
+CC = cfgmod.CCConfig()  # temperature=1, silence_s=0 (off), mode=20, enabled=21
+
+
+@pytest.mark.parametrize("number, value, expected", [
+    (1, 0, ("temperature", b"0.05")),
+    (1, 127, ("temperature", b"2")),
+    (1, 64, ("temperature", b"1.033")),
+    (20, 0, ("mode", b"off")),
+    (20, 42, ("mode", b"off")),
+    (20, 43, ("mode", b"call")),
+    (20, 85, ("mode", b"call")),
+    (20, 86, ("mode", b"accompany")),
+    (21, 63, ("enabled", b"off")),
+    (21, 64, ("enabled", b"on")),
+    (64, 127, None),   # sustain belongs to the music
+    (7, 100, None),    # volume: not mapped
+    (0, 10, None),     # 0 means "no mapping", never controller 0
+    (1, 128, None),
+])
+def test_cc_mapping_defaults(number, value, expected):
+    assert cc_command(CC, number, value) == expected
+
+
+def test_cc_silence_when_mapped():
+    cc = cfgmod.CCConfig(silence_s=16)
+    assert cc_command(cc, 16, 0) == ("silence_s", b"0.1")
+    assert cc_command(cc, 16, 127) == ("silence_s", b"10")
+
+
+async def test_every_cc_value_is_a_valid_command():
+    """A whole knob sweep goes through the controller without one refusal."""
+    cc = cfgmod.CCConfig(silence_s=16)
+    c, _ = make()
+    for number in (cc.temperature, cc.silence_s, cc.mode, cc.enabled):
+        for value in range(128):
+            cmd = cc_command(cc, number, value)
+            assert cmd is not None
+            await c.apply(*cmd)
+    assert c.state.temperature == 2.0 and c.state.mode == "accompany" and c.state.enabled is True
