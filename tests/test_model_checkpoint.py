@@ -1,0 +1,125 @@
+"""Checkpoints: round trip, and every kind of broken file gives one clear line naming it."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import pytest
+import torch
+
+from ripieno.model import checkpoint as ck
+from ripieno.model.encoding import ENCODING_VERSION
+from ripieno.model.network import ModelConfig, NoteLSTM
+
+torch.set_num_threads(1)
+TINY = ModelConfig(hidden=8, layers=1, pitch_embed=4, embed=2, cond_embed=2, head_hidden=4)
+
+
+@pytest.fixture
+def saved(tmp_path):
+    torch.manual_seed(0)
+    model = NoteLSTM(TINY)
+    path = ck.save(tmp_path / "m.pt", model, {"val_pitch_nll": 1.5, "data": ["bach"]})
+    return model, path
+
+
+def test_round_trip(saved):
+    model, path = saved
+    got = ck.load(path)
+    assert got.config == TINY and got.encoding == TINY.encoding and got.path == path
+    assert got.meta == {"val_pitch_nll": 1.5, "data": ["bach"]}
+    assert not got.model.training
+    for (k, a), (k2, b) in zip(model.state_dict().items(), got.model.state_dict().items()):
+        assert k == k2 and torch.equal(a, b)
+    assert not list(path.parent.glob("*.tmp"))
+
+
+def _expect(path, needle):
+    with pytest.raises(ck.CheckpointError) as err:
+        ck.load(path)
+    msg = str(err.value)
+    assert str(path) in msg and needle in msg and "\n" not in msg, msg
+
+
+def test_missing(tmp_path):
+    _expect(tmp_path / "nope.pt", "no such file")
+
+
+def test_truncated(saved):
+    _, path = saved
+    path.write_bytes(path.read_bytes()[:300])
+    _expect(path, "unreadable")
+
+
+def test_garbage(tmp_path):
+    p = tmp_path / "g.pt"
+    p.write_bytes(b"\x00garbage" * 100)
+    _expect(p, "unreadable")
+
+
+def test_foreign_tensor_file(tmp_path):
+    p = tmp_path / "f.pt"
+    torch.save({"weight": torch.zeros(3)}, p)
+    _expect(p, "not a ripieno checkpoint")
+
+
+def test_arbitrary_pickle_is_never_executed(tmp_path):
+    class Boom:
+        def __reduce__(self):
+            return (exec, ("raise SystemExit('pwned')",))
+
+    p = tmp_path / "evil.pt"
+    torch.save({"format": ck.FORMAT, "x": Boom()}, p, pickle_module=pickle)
+    _expect(p, "unreadable")
+
+
+def _rewrite(path, edit):
+    blob = torch.load(path, weights_only=True)
+    edit(blob)
+    torch.save(blob, path)
+
+
+def test_checksum_mismatch(saved):
+    _, path = saved
+
+    def flip(blob):
+        w = blob["weights"]["lstm.weight_hh_l0"]
+        w[0, 0] += 1.0
+
+    _rewrite(path, flip)
+    _expect(path, "checksum mismatch")
+
+
+def test_encoding_version_mismatch(saved):
+    _, path = saved
+
+    def bump(blob):
+        h = json.loads(blob["header"])
+        h["encoding_version"] = ENCODING_VERSION + 1
+        h["config"]["encoding"]["version"] = ENCODING_VERSION + 1
+        blob["header"] = json.dumps(h)
+
+    _rewrite(path, bump)
+    _expect(path, f"encoding version {ENCODING_VERSION + 1}")
+
+
+def test_weights_that_do_not_fit_the_config(saved):
+    _, path = saved
+
+    def grow(blob):
+        h = json.loads(blob["header"])
+        h["config"]["hidden"] = 9
+        blob["header"] = json.dumps(h)
+
+    _rewrite(path, grow)
+    _expect(path, "do not fit the config")
+
+
+def test_default_missing_or_present_is_clear():
+    path = ck.default_path()
+    assert path.name == "default.pt" and path.parent.name == "weights"
+    if path.exists():
+        assert ck.load("default").encoding.version == ENCODING_VERSION
+    else:
+        _expect("default", "no bundled default model")
