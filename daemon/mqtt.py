@@ -1,0 +1,407 @@
+"""The MQTT control plane: a topic contract over the command layer, built never to disturb the music.
+
+Topics (`{base}` = [mqtt] base_topic):
+    {base}/status        retained online | offline (the Last Will is a retained offline)
+    {base}/state         retained State JSON, on every change, every (re)connect, and with metrics
+                         when the note counts moved (not per note: that would flood the broker)
+    {base}/set/NAME      enabled | mode | temperature | silence_s | model      (QoS 1)
+    {base}/cmd/NAME      reset | panic                                           (QoS 1)
+    {base}/error         one JSON per refused command: {"topic", "payload" (200 chars), "reason"}
+    {base}/metrics       every 10 s: notes, step p50/p99 in us, dropped, refused, uptime
+
+Why it cannot disturb the music: it runs as its own task on the daemon's loop and only ever
+awaits the network inside that task; state changes reach it through a listener that sets an
+event (the latest state is published, intermediate ones coalesce); the incoming queue is
+bounded and drops (and counts) what overflows; a token bucket refuses command floods; a model
+load runs in its own task so a `panic` is never queued behind it.
+
+Reconnects follow the aiomqtt idiom: any MqttError ends the session, we wait an exponential
+backoff with jitter capped at RETRY_CAP_S, connect again, resubscribe and republish status and
+state. Refused credentials are logged once, clearly, and retried every AUTH_RETRY_S: the music
+plays on, and fixing the broker's password file brings ripieno back without a restart.
+A retained message on a command topic, delivered when ripieno (re)subscribes, is refused:
+replaying it on every reconnect would silently undo later changes. (Brokers deliver a retained
+publish to subscribers already connected as a live message: that one is applied, once.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+
+from . import discovery
+from .commands import ACTIONS, SETTINGS, CommandError, Controller, State, Stats
+from .config import Config, ConfigError
+
+log = logging.getLogger(__name__)
+
+PASSWORD_ENV = "RIPIENO_MQTT_PASSWORD"
+METRICS_INTERVAL_S = 10.0
+RETRY_FIRST_S = 0.25
+RETRY_CAP_S = 4.0        # a restarted broker sees ripieno back well within 20 s
+AUTH_RETRY_S = 30.0      # wrong credentials will not fix themselves quickly; don't hammer the broker
+CONNECT_TIMEOUT_S = 5.0
+KEEPALIVE_S = 15         # how fast a silently vanished broker is noticed
+QUEUE_SIZE = 64          # incoming messages waiting to be handled; more are dropped and counted
+COMMAND_RATE = 20.0      # commands per second, sustained ...
+COMMAND_BURST = 40       # ... with this burst; beyond it, refused on {base}/error
+ERROR_RATE = 20.0        # error replies per second: a flood is not answered by a flood
+STOP_GRACE_S = 1.5       # on stop, time allowed to publish offline before giving up
+
+
+# ---------------------------------------------------------------------------------- pure pieces
+
+class RateLimiter:
+    """Token bucket: `rate` per second sustained, `burst` at once."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst = rate, float(burst)
+        self._tokens, self._at = float(burst), None
+
+    def allow(self, now: float) -> bool:
+        if self._at is not None:
+            self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
+
+
+def backoff_delay(attempt: int, rng: random.Random, first: float = RETRY_FIRST_S, cap: float = RETRY_CAP_S) -> float:
+    """Exponential backoff with full jitter in [half, whole] of the step, never above cap."""
+    step = min(cap, first * 2 ** min(attempt, 16))
+    return step * (0.5 + 0.5 * rng.random())
+
+
+def route(base: str, topic: str) -> str:
+    """The command name for a topic under {base}/set/ or {base}/cmd/; CommandError otherwise."""
+    rest = topic[len(base) + 1:] if topic.startswith(base + "/") else ""
+    kind, _, name = rest.partition("/")
+    if kind == "set" and name in SETTINGS:
+        return name
+    if kind == "cmd" and name in ACTIONS:
+        return name
+    known = [f"set/{n}" for n in SETTINGS] + [f"cmd/{n}" for n in ACTIONS]
+    raise CommandError(f"unknown topic {rest[:60]!r} (known: {', '.join(known)})")
+
+
+def error_payload(topic: str, payload: bytes, reason: str) -> bytes:
+    return json.dumps({"topic": topic, "payload": payload[:800].decode("utf-8", "replace")[:200], "reason": reason}).encode()
+
+
+def is_auth_error(exc: BaseException) -> bool:
+    """True for a CONNACK that refuses the credentials (MQTT 3.1.1 codes 4/5, MQTT 5 codes 134/135)."""
+    rc = getattr(exc, "rc", None)
+    value = getattr(rc, "value", rc)
+    return isinstance(exc, aiomqtt.MqttCodeError) and value in (4, 5, 134, 135)
+
+
+def read_password(cfg: Config, env: Mapping[str, str]) -> str | None:
+    """The password from RIPIENO_MQTT_PASSWORD, else from password_file; never from the config itself."""
+    if env.get(PASSWORD_ENV):
+        return env[PASSWORD_ENV]
+    path = cfg.mqtt.password_file
+    if not path:
+        return None
+    try:
+        return Path(path).expanduser().read_text(encoding="utf-8").rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{cfg.source}: mqtt.password_file = {path!r}: cannot read: {exc.__class__.__name__}") from None
+
+
+def client_options(cfg: Config, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """aiomqtt.Client keyword arguments for this config; ConfigError (one line) for unusable files.
+
+    The daemon can call this at start to refuse a bad [mqtt] section with exit 2 before any port opens.
+    """
+    m = cfg.mqtt
+    env = os.environ if env is None else env
+    opts: dict[str, Any] = {
+        "hostname": m.host,
+        "port": m.port,
+        "identifier": f"ripieno-{discovery.node_id(m.base_topic)}-{os.getpid()}",
+        "will": aiomqtt.Will(f"{m.base_topic}/status", b"offline", qos=1, retain=True),
+        "timeout": CONNECT_TIMEOUT_S,
+        "keepalive": KEEPALIVE_S,
+        "max_queued_incoming_messages": QUEUE_SIZE,
+    }
+    password = read_password(cfg, env)
+    if m.username:
+        opts["username"] = m.username
+        opts["password"] = password
+    elif password is not None:
+        raise ConfigError(f"{cfg.source}: mqtt.username is empty but a password is given (set username, or drop the password)")
+    if not m.tls:
+        for key in ("ca_file", "cert_file", "key_file"):
+            if getattr(m, key):
+                raise ConfigError(f"{cfg.source}: mqtt.{key} is set but mqtt.tls = false (set tls = true)")
+        return opts
+    if m.key_file and not m.cert_file:
+        raise ConfigError(f"{cfg.source}: mqtt.key_file needs mqtt.cert_file")
+    for key in ("ca_file", "cert_file", "key_file"):
+        path = getattr(m, key)
+        if path and not Path(path).expanduser().is_file():
+            raise ConfigError(f"{cfg.source}: mqtt.{key} = {path!r}: no such file")
+    opts["tls_params"] = aiomqtt.TLSParameters(
+        ca_certs=str(Path(m.ca_file).expanduser()) if m.ca_file else None,
+        certfile=str(Path(m.cert_file).expanduser()) if m.cert_file else None,
+        keyfile=str(Path(m.key_file).expanduser()) if m.key_file else None,
+    )
+    return opts
+
+
+def _counting_queue(stats: Stats) -> type[asyncio.Queue]:
+    """A bounded queue class for aiomqtt that drops silently and counts, instead of logging each loss."""
+
+    class DroppingQueue(asyncio.Queue):
+        def put_nowait(self, item: Any) -> None:
+            if self.full():
+                stats.commands_dropped += 1
+                return
+            super().put_nowait(item)
+
+    return DroppingQueue
+
+
+# ----------------------------------------------------------------------------------- async shell
+
+@dataclass
+class _Session:
+    """One connection's worth of work; a fresh one per (re)connect."""
+
+    cfg: Config
+    controller: Controller
+    client: aiomqtt.Client
+    dirty: asyncio.Event
+    stop: asyncio.Event
+    metrics_interval: float
+    limiter: RateLimiter
+    error_limiter: RateLimiter
+    connected: bool = False
+
+    @property
+    def base(self) -> str:
+        return self.cfg.mqtt.base_topic
+
+    async def run(self) -> None:
+        """Announce, then serve until stop (publish offline, return) or an MqttError (raise)."""
+        await self.announce()
+        loaders: set[asyncio.Task] = set()
+        tasks = {
+            asyncio.create_task(self.consume(loaders), name="mqtt-consume"),
+            asyncio.create_task(self.publish_loop(), name="mqtt-publish"),
+        }
+        stopper = asyncio.create_task(self.stop.wait(), name="mqtt-stop")
+        try:
+            done, _ = await asyncio.wait(tasks | {stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in tasks | loaders | {stopper}:
+                t.cancel()
+            await asyncio.gather(*tasks, *loaders, stopper, return_exceptions=True)
+        for t in done - {stopper}:
+            t.result()  # re-raise the MqttError that ended the session
+        if self.stop.is_set():
+            await self.client.publish(f"{self.base}/status", b"offline", qos=1, retain=True, timeout=STOP_GRACE_S)
+            log.info("MQTT: published offline, disconnecting")
+
+    async def announce(self) -> None:
+        """Subscribe, then publish status, state and discovery: what every (re)connect must redo."""
+        m = self.cfg.mqtt
+        await self.client.subscribe([(f"{self.base}/set/#", 1), (f"{self.base}/cmd/#", 1)])
+        if m.discovery:
+            await self.client.subscribe(discovery.birth_topic(m), qos=1)
+        await self.client.publish(f"{self.base}/status", b"online", qos=1, retain=True)
+        self.dirty.clear()
+        await self.publish_state(self.controller.state)
+        if m.discovery:
+            await self.publish_discovery()
+
+    async def publish_state(self, state: State) -> None:
+        await self.client.publish(f"{self.base}/state", state.to_json().encode(), qos=1, retain=True)
+
+    async def publish_discovery(self) -> None:
+        configs = discovery.configs(self.cfg.mqtt)
+        for topic, payload in configs:
+            await self.client.publish(topic, payload, qos=1, retain=True)
+        log.info("MQTT: published %d Home Assistant discovery configs", len(configs))
+
+    async def publish_loop(self) -> None:
+        """Publish the latest state when it changed; metrics (and moved note counts) every interval."""
+        loop = asyncio.get_running_loop()
+        next_metrics = loop.time() + self.metrics_interval
+        counts = self._counts()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, next_metrics - loop.time())):
+                    await self.dirty.wait()
+            if self.dirty.is_set():
+                self.dirty.clear()
+                counts = self._counts()
+                await self.publish_state(self.controller.state)
+            if loop.time() >= next_metrics:
+                next_metrics = max(next_metrics + self.metrics_interval, loop.time())
+                metrics = self.controller.stats.metrics()
+                await self.client.publish(f"{self.base}/metrics", json.dumps(metrics).encode(), qos=0)
+                if self._counts() != counts:
+                    counts = self._counts()
+                    await self.publish_state(self.controller.state)
+
+    def _counts(self) -> tuple[int, int]:
+        return self.controller.stats.notes_in, self.controller.stats.notes_out
+
+    async def consume(self, loaders: set[asyncio.Task]) -> None:
+        birth = discovery.birth_topic(self.cfg.mqtt) if self.cfg.mqtt.discovery else None
+        async for message in self.client.messages:
+            topic = message.topic.value
+            payload = _as_bytes(message.payload)
+            if topic == birth:
+                if payload.strip() == discovery.BIRTH_PAYLOAD:
+                    await self.publish_discovery()
+                continue
+            await self.handle(topic, payload, bool(message.retain), loaders)
+
+    async def handle(self, topic: str, payload: bytes, retained: bool, loaders: set[asyncio.Task]) -> None:
+        """Rate-limit, route and apply one command; every refusal is answered on {base}/error."""
+        try:
+            if not self.limiter.allow(time.monotonic()):
+                raise CommandError(f"rate limit: more than {COMMAND_RATE:g} commands per second")
+            if retained:
+                raise CommandError("retained commands are ignored: publish without the retain flag")
+            name = route(self.base, topic)
+            if name == "model":  # a load can take seconds: never queue a panic behind it
+                self.controller.validate(name, payload)
+                task = asyncio.create_task(self._apply_reporting(topic, name, payload))
+                loaders.add(task)
+                task.add_done_callback(loaders.discard)
+                return
+            await self.controller.apply(name, payload)
+        except CommandError as exc:
+            await self.refuse(topic, payload, exc.reason)
+
+    async def _apply_reporting(self, topic: str, name: str, payload: bytes) -> None:
+        try:
+            await self.controller.apply(name, payload)
+        except CommandError as exc:
+            await self.refuse(topic, payload, exc.reason)
+
+    async def refuse(self, topic: str, payload: bytes, reason: str) -> None:
+        stats = self.controller.stats
+        stats.commands_refused += 1
+        log.info("MQTT: refused %s: %s", topic, reason)
+        if not self.error_limiter.allow(time.monotonic()):
+            stats.commands_dropped += 1
+            return
+        await self.client.publish(f"{self.base}/error", error_payload(topic, payload, reason), qos=0)
+
+
+def _as_bytes(payload: object) -> bytes:
+    if payload is None:
+        return b""
+    if isinstance(payload, bytes | bytearray):
+        return bytes(payload)
+    return str(payload).encode()
+
+
+async def run_mqtt(
+    cfg: Config,
+    controller: Controller,
+    stop: asyncio.Event,
+    *,
+    metrics_interval: float = METRICS_INTERVAL_S,
+    env: Mapping[str, str] | None = None,
+) -> None:
+    """Keep ripieno on the broker until stop is set; then publish offline and return.
+
+    Raises ConfigError (one line) only at the start, for an unreadable password, CA or key file;
+    every later failure is logged and retried, and never reaches the music.
+    """
+    m = cfg.mqtt
+    options = client_options(cfg, env) | {"queue_type": _counting_queue(controller.stats)}
+    where = f"{m.host}:{m.port}{' (TLS)' if m.tls else ''}"
+    dirty = asyncio.Event()
+
+    def on_state(_state: State) -> None:
+        dirty.set()
+
+    controller.add_listener(on_state)
+    limiter, error_limiter = RateLimiter(COMMAND_RATE, COMMAND_BURST), RateLimiter(ERROR_RATE, int(ERROR_RATE))
+    rng = random.Random()
+    attempt = 0
+    last_problem = ""
+    try:
+        while not stop.is_set():
+            try:
+                client = aiomqtt.Client(**options)
+            except (OSError, ValueError) as exc:  # paho loads TLS files here
+                raise ConfigError(f"{cfg.source}: [mqtt] TLS files cannot be used: {exc}") from None
+            session = _Session(cfg, controller, client, dirty, stop, metrics_interval, limiter, error_limiter)
+            try:
+                await _until_stopped(_connected(client, session, where), stop)
+                return
+            except aiomqtt.MqttError as exc:
+                if stop.is_set():
+                    log.warning("MQTT: could not say offline on the way out (%s); the broker will publish the Will", exc)
+                    return
+                if session.connected:
+                    log.warning("MQTT connection to %s lost: %s", where, exc)
+                    attempt, last_problem = 0, ""
+                attempt += 1
+                if is_auth_error(exc):
+                    delay = AUTH_RETRY_S * (0.5 + 0.5 * rng.random())
+                    problem = (f"MQTT broker {where} refused the credentials of user {m.username!r} ({exc}); "
+                               f"check [mqtt] username and {PASSWORD_ENV} or password_file. Retrying every ~{AUTH_RETRY_S:g} s")
+                else:
+                    delay = backoff_delay(attempt - 1, rng)
+                    problem = f"MQTT broker {where} unavailable: {exc}; retrying with backoff (at most {RETRY_CAP_S:g} s)"
+                if problem != last_problem:
+                    (log.error if is_auth_error(exc) else log.warning)("%s", problem)
+                    last_problem = problem
+                else:
+                    log.debug("MQTT retry %d in %.2f s: %s", attempt, delay, exc)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await stop.wait()
+    finally:
+        controller.remove_listener(on_state)
+
+
+async def _connected(client: aiomqtt.Client, session: _Session, where: str) -> None:
+    async with client:
+        session.connected = True
+        log.info("MQTT connected to %s as %s, base topic %r", where, client.identifier, session.base)
+        await session.run()
+
+
+async def _until_stopped(work: Any, stop: asyncio.Event) -> None:
+    """Run work; once stop is set, give it STOP_GRACE_S to finish (publish offline), then cancel it.
+
+    Keeps shutdown prompt even when stop arrives in the middle of a connect or a backoff.
+    """
+    task = asyncio.create_task(work)
+    stopper = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            await asyncio.wait({task}, timeout=STOP_GRACE_S)
+    finally:
+        stopper.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                await task
+    if task.cancelled():
+        log.warning("MQTT: stopped before offline could be published (the broker will publish the Will)")
+        return
+    task.result()

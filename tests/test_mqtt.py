@@ -1,0 +1,208 @@
+"""The MQTT topic contract against the real mosquitto: run_mqtt in-process, a real client observing.
+
+The engine side is RecordingActions (the other half of the Actions interface); the broker and
+every client are real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+
+import pytest
+
+from mqtt_helpers import Observer, RecordingActions, mqtt_config, running
+from ripieno.daemon import mqtt as mqttmod
+from ripieno.daemon.commands import MAX_PAYLOAD, State, cc_command
+
+STATE_KEYS = {"enabled", "mode", "temperature", "silence_s", "model", "input", "output", "notes_in", "notes_out"}
+
+
+async def test_connect_publishes_retained_online_and_state(broker):
+    cfg = mqtt_config(broker.host, broker.port)
+    base = cfg.mqtt.base_topic
+    async with running(cfg) as (controller, _, _):
+        async with Observer(broker.host, broker.port, [f"{base}/#"]) as first:
+            await first.wait_for(f"{base}/state")
+        async with Observer(broker.host, broker.port, [f"{base}/#"]) as late:  # joins later: sees retained
+            status = await late.wait_for(f"{base}/status", lambda v: v == "online")
+            state = await late.wait_for(f"{base}/state")
+    assert status.retain and state.retain
+    assert set(state.value) == STATE_KEYS
+    assert state.value == json.loads(controller.state.to_json())
+
+
+async def test_every_command_is_reflected_in_state(broker, tmp_path):
+    (tmp_path / "jazz.pt").write_bytes(b"")
+    cfg = mqtt_config(broker.host, broker.port, engine={"models_dir": str(tmp_path)})
+    base = cfg.mqtt.base_topic
+    async with running(cfg) as (controller, actions, _), Observer(broker.host, broker.port, [f"{base}/#"]) as obs:
+        await obs.wait_for(f"{base}/state")
+        for topic, payload, key, expected in [
+            ("set/enabled", "off", "enabled", False),
+            ("set/enabled", "true", "enabled", True),
+            ("set/mode", "accompany", "mode", "accompany"),
+            ("set/temperature", "1.5", "temperature", 1.5),
+            ("set/silence_s", "2.5", "silence_s", 2.5),
+            ("set/model", "jazz", "model", "jazz"),
+        ]:
+            mark = len(obs.seen)
+            await obs.publish(f"{base}/{topic}", payload)
+            await obs.wait_for(f"{base}/state", lambda v: v[key] == expected, since=mark)
+        await obs.publish(f"{base}/cmd/reset", "")
+        await obs.publish(f"{base}/cmd/panic", "PRESS")
+        await obs.wait(lambda: actions.calls == ["reset", "panic"], what="reset and panic at the engine")
+        assert actions.loaded == [str(tmp_path / "jazz.pt")]
+        assert obs.on(f"{base}/error") == []
+        final = State(True, "accompany", 1.5, 2.5, "jazz", "virtual", "virtual", 0, 0)
+        assert controller.state == final and actions.states[-1] == final
+
+
+BAD = [
+    ("set/tempo", b"120", "unknown topic"),
+    ("cmd/explode", b"", "unknown topic"),
+    ("set/mode/extra", b"off", "unknown topic"),
+    ("set/enabled", b"maybe", "not one of"),
+    ("set/mode", b"solo", "not one of"),
+    ("set/temperature", b"warm", "not a number"),
+    ("set/temperature", b"7", "out of range"),
+    ("set/silence_s", b"-1", "out of range"),
+    ("set/model", b"../../etc/passwd", "not a model name"),
+    ("set/model", b"nosuch", "no model"),
+    ("set/mode", b"a" * (MAX_PAYLOAD + 1), "limit"),
+]
+
+
+async def test_each_bad_command_is_answered_on_error_and_changes_nothing(broker):
+    cfg = mqtt_config(broker.host, broker.port)
+    base = cfg.mqtt.base_topic
+    async with running(cfg) as (controller, actions, _), Observer(broker.host, broker.port, [f"{base}/#"]) as obs:
+        await obs.wait_for(f"{base}/state")
+        before, states_before = controller.state, len(obs.on(f"{base}/state"))
+        for topic, payload, reason in BAD:
+            mark = len(obs.seen)
+            await obs.publish(f"{base}/{topic}", payload)
+            err = await obs.wait_for(f"{base}/error", since=mark)
+            assert err.value["topic"] == f"{base}/{topic}"
+            assert reason in err.value["reason"], err.value
+            assert err.value["payload"] == payload.decode()[:200]
+            assert not err.retain
+        await obs.wait(lambda: len(obs.on(f"{base}/error")) == len(BAD), what="one error per bad command")
+        assert controller.state == before
+        assert actions.states == [] and actions.calls == [] and actions.loaded == []
+        assert len(obs.on(f"{base}/state")) == states_before
+        assert controller.stats.commands_refused == len(BAD)
+
+
+async def test_a_retained_command_is_not_replayed_on_connect(broker):
+    """A stale retained set/... would undo later changes after every reconnect: refused, with an error."""
+    cfg = mqtt_config(broker.host, broker.port)
+    base = cfg.mqtt.base_topic
+    async with Observer(broker.host, broker.port, [f"{base}/#"]) as obs:
+        await obs.publish(f"{base}/set/mode", "off", retain=True)
+        try:
+            async with running(cfg) as (controller, actions, _):
+                err = await obs.wait_for(f"{base}/error")
+                assert "retained" in err.value["reason"] and err.value["topic"] == f"{base}/set/mode"
+                assert controller.state.mode == "call" and actions.states == []
+        finally:
+            await obs.publish(f"{base}/set/mode", "", retain=True)  # clear it from the session broker
+
+
+async def test_mosquitto_pub_oversized_payload_is_refused(broker, tmp_path):
+    """The contract holds for other tools too: a 2 KiB payload from mosquitto_pub is refused."""
+    cfg = mqtt_config(broker.host, broker.port)
+    base = cfg.mqtt.base_topic
+    big = tmp_path / "big.txt"
+    big.write_text("1" * 2048)
+    async with running(cfg) as (controller, _, _), Observer(broker.host, broker.port, [f"{base}/error"]) as obs:
+        await asyncio.sleep(0.2)
+        before = controller.state
+        subprocess.run(["mosquitto_pub", "-h", broker.host, "-p", str(broker.port), "-q", "1",
+                        "-t", f"{base}/set/temperature", "-f", str(big)], check=True, timeout=10)
+        err = await obs.wait_for(f"{base}/error")
+        assert "2048 bytes" in err.value["reason"] and len(err.value["payload"]) == 200
+        assert controller.state == before
+
+
+async def test_a_flood_is_rate_limited_and_bounded(broker):
+    cfg = mqtt_config(broker.host, broker.port)
+    base = cfg.mqtt.base_topic
+    n = 300
+    async with running(cfg) as (controller, actions, _), Observer(broker.host, broker.port, [f"{base}/error"]) as obs:
+        await asyncio.sleep(0.2)
+        await asyncio.gather(*(obs.publish(f"{base}/set/temperature", f"{0.1 + i / 1000:.3f}") for i in range(n)))
+        stats = controller.stats
+        await obs.wait(lambda: len(actions.states) + stats.commands_refused + stats.commands_dropped >= n,
+                       what="every flooded command applied, refused or dropped")
+        assert stats.commands_refused > 0
+        assert len(actions.states) < n
+        assert all("rate limit" in e.value["reason"] for e in obs.on(f"{base}/error"))
+        assert len(obs.on(f"{base}/error")) <= stats.commands_refused
+
+
+async def test_cc_goes_through_the_same_path_and_reaches_mqtt(broker):
+    cfg = mqtt_config(broker.host, broker.port)
+    base = cfg.mqtt.base_topic
+    async with running(cfg) as (controller, actions, _), Observer(broker.host, broker.port, [f"{base}/state"]) as obs:
+        await obs.wait_for(f"{base}/state")
+        mark = len(obs.seen)
+        cmd = cc_command(cfg.midi.cc, 1, 127)  # mod wheel all the way up
+        assert cmd is not None
+        await controller.apply(*cmd)
+        state = await obs.wait_for(f"{base}/state", lambda v: v["temperature"] == 2.0, since=mark)
+        assert actions.states[-1].temperature == 2.0 and state.retain is False
+
+
+async def test_metrics_are_published_and_moved_note_counts_refresh_state(broker):
+    cfg = mqtt_config(broker.host, broker.port)
+    base = cfg.mqtt.base_topic
+    async with running(cfg, metrics_interval=0.2) as (controller, _, _), Observer(broker.host, broker.port, [f"{base}/#"]) as obs:
+        await obs.wait_for(f"{base}/state")
+        controller.stats.notes_in, controller.stats.notes_out = 12, 7
+        controller.stats.add_step(150.0)
+        metrics = await obs.wait_for(f"{base}/metrics", lambda v: v["notes_in"] == 12)
+        assert metrics.value["step_p50_us"] == 150.0 and metrics.value["notes_out"] == 7
+        assert {"step_p99_us", "dropped", "uptime_s"} <= set(metrics.value)
+        await obs.wait_for(f"{base}/state", lambda v: v["notes_in"] == 12 and v["notes_out"] == 7)
+
+
+async def test_clean_exit_publishes_offline(broker):
+    cfg = mqtt_config(broker.host, broker.port)
+    base = cfg.mqtt.base_topic
+    async with Observer(broker.host, broker.port, [f"{base}/status"]) as obs:
+        async with running(cfg):
+            await obs.wait_for(f"{base}/status", lambda v: v == "online")
+        await obs.wait_for(f"{base}/status", lambda v: v == "offline")
+    async with Observer(broker.host, broker.port, [f"{base}/status"]) as late:  # and it stays retained
+        seen = await late.wait_for(f"{base}/status")
+        assert seen.value == "offline" and seen.retain
+
+
+async def test_instances_under_distinct_base_topics_do_not_interfere(broker):
+    a = mqtt_config(broker.host, broker.port)
+    b = mqtt_config(broker.host, broker.port)
+    async with running(a) as (ca, _, _), running(b) as (cb, _, _):
+        async with Observer(broker.host, broker.port, [f"{a.mqtt.base_topic}/#", f"{b.mqtt.base_topic}/#"]) as obs:
+            await obs.wait_for(f"{b.mqtt.base_topic}/status", lambda v: v == "online")
+            await obs.publish(f"{a.mqtt.base_topic}/set/mode", "off")
+            await obs.wait_for(f"{a.mqtt.base_topic}/state", lambda v: v["mode"] == "off")
+            assert cb.state.mode == "call" and ca.state.mode == "off"
+
+
+def test_route_and_backoff_and_rate_limiter_are_pure():
+    assert mqttmod.route("r", "r/set/mode") == "mode"
+    assert mqttmod.route("r", "r/cmd/panic") == "panic"
+    for bad in ("r/set/panic", "r/cmd/mode", "r/set", "rx/set/mode", "r/set/mode/x"):
+        with pytest.raises(Exception, match="unknown topic"):
+            mqttmod.route("r", bad)
+    import random
+    rng = random.Random(1)
+    delays = [mqttmod.backoff_delay(a, rng) for a in range(40)]
+    assert all(0 < d <= mqttmod.RETRY_CAP_S for d in delays)
+    assert delays[0] <= mqttmod.RETRY_FIRST_S and max(delays) > mqttmod.RETRY_CAP_S / 2
+    lim = mqttmod.RateLimiter(rate=2.0, burst=3)
+    assert [lim.allow(0.0) for _ in range(4)] == [True, True, True, False]
+    assert lim.allow(0.5) and not lim.allow(0.5)
+
