@@ -18,6 +18,7 @@ the meaning of a token changes, so a checkpoint never meets the wrong encoding.
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import asdict, dataclass, fields
 
@@ -209,14 +210,15 @@ class IncrementalEncoder:
     """Encodes one event at a time with exactly the tokens `Encoding.encode` gives the sequence.
 
     The streaming step uses it so it never re-reads history: it only keeps the previous pitch
-    and the last non-zero step.
+    and the last non-zero step. Plain Python arithmetic (bisect, math) because per-event numpy
+    calls cost more than the work.
     """
 
     __slots__ = ("encoding", "_prev_pitch", "_prev_step", "_edges", "_cols")
 
     def __init__(self, encoding: Encoding) -> None:
         self.encoding = encoding
-        self._edges = encoding.time_edges()
+        self._edges = encoding.time_edges().tolist()
         self._cols = encoding.columns
         self.reset()
 
@@ -230,31 +232,42 @@ class IncrementalEncoder:
         other._prev_pitch, other._prev_step = self._prev_pitch, self._prev_step
         return other
 
-    def push(self, pitch: int, step: float, duration: float, velocity: float, role: int, out: np.ndarray) -> np.ndarray:
+    def _time_bin(self, seconds: float) -> int:
+        return min(bisect.bisect_right(self._edges, seconds), self.encoding.time_bins - 1)
+
+    def push(self, pitch: float, step: float, duration: float, velocity: float, role: float, out: np.ndarray) -> np.ndarray:
         """Write the (K,) tokens of this event into out (int64) and advance; returns out."""
         e = self.encoding
-        p = int(min(max(round(pitch), 0), 127)) if pitch == pitch else 60
-        s = max(float(step), 0.0) if step == step else 0.0
-        d = max(float(duration), 0.0) if duration == duration else 0.0
-        last = e.time_bins - 1
+        p = min(max(int(round(pitch)), 0), 127) if math.isfinite(pitch) else 60
+        s = max(float(step), 0.0) if math.isfinite(step) else (0.0 if step != step or step < 0 else e.time_max)
+        d = max(float(duration), 0.0) if math.isfinite(duration) else (0.0 if duration != duration or duration < 0 else e.time_max)
+        v = min(max(int(round(velocity)), 1), 127) if math.isfinite(velocity) else (64 if velocity != velocity else (127 if velocity > 0 else 1))
         for i, c in enumerate(self._cols):
             if c == "pitch":
                 out[i] = p
             elif c == "step":
-                out[i] = min(int(np.searchsorted(self._edges, s, side="right")), last)
+                out[i] = self._time_bin(s)
             elif c == "duration":
-                out[i] = min(int(np.searchsorted(self._edges, d, side="right")), last)
+                out[i] = self._time_bin(d)
             elif c == "velocity":
-                out[i] = int(e.velocity_bin(velocity))
+                out[i] = min(((v - 1) * e.velocity_bins) // 127, e.velocity_bins - 1)
             elif c == "role":
                 out[i] = 1 if role > 0.5 else 0
             elif c == "interval":
-                out[i] = 0 if self._prev_pitch is None else min(max(p - self._prev_pitch, -e.max_interval), e.max_interval) + e.max_interval + 1
+                if self._prev_pitch is None:
+                    out[i] = 0
+                else:
+                    out[i] = min(max(p - self._prev_pitch, -e.max_interval), e.max_interval) + e.max_interval + 1
             elif c == "pitch_class":
                 out[i] = p % 12
             elif c == "step_ratio":
-                prev = np.nan if self._prev_step is None else self._prev_step
-                out[i] = int(_ratio_token(np.array([s]), np.array([prev]), e.time_min)[0])
+                if s < e.time_min:
+                    out[i] = 1
+                elif self._prev_step is None:
+                    out[i] = 0
+                else:
+                    r = round(2.0 * math.log2(s / self._prev_step))
+                    out[i] = min(max(r, -RATIO_STEPS), RATIO_STEPS) + RATIO_STEPS + 2
         self._prev_pitch = p
         if s >= e.time_min:
             self._prev_step = s

@@ -1,0 +1,143 @@
+"""The NoteLSTM's arithmetic for one event at a time, in plain float32 numpy.
+
+Exported once from the torch module, read-only afterwards and shared by every Stream of a
+checkpoint. Why not torch: for batch 1, seq 1 the framework overhead is larger than the maths
+(nn.LSTM ~1 ms, LSTMCell ~0.24 ms vs ~70 us of matrix work on 2x256, measured in issue 4).
+
+Folds done at export (exact up to float32 rounding):
+- layer 0's input projection is applied to every embedding row in advance, so the input of
+  layer 0 is a sum of K table rows instead of a (4H x E) matrix-vector product;
+- both LSTM biases are summed; layers >= 1 use one [W_ih | W_hh] product on [x; h];
+- a tied pitch output (E @ proj) is folded into one (128 x H) matrix;
+- the timing heads' pitch conditioning (cond embedding through the first head layer, plus its
+  bias) becomes a (128 x head_hidden) table.
+All per-step work writes into caller-owned buffers (`Buffers`), so a step allocates nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .network import HEADS, NoteLSTM
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(t.detach().cpu().to(torch.float32).numpy())
+
+
+@dataclass
+class Buffers:
+    """Scratch space for one stream's step; one set per Stream (forks get their own)."""
+
+    gates: np.ndarray  # (4H,)
+    xh: np.ndarray  # (2H,) input + hidden of layers >= 1
+    tmp: np.ndarray  # (H,)
+    pitch_logits: np.ndarray  # (128,)
+    head_z: np.ndarray  # (head_hidden,)
+    head_logits: np.ndarray  # (sum of head sizes,)
+
+
+class NumpyLSTM:
+    """Weights of one NoteLSTM laid out for single-event steps."""
+
+    def __init__(self, model: NoteLSTM) -> None:
+        cfg = model.config
+        self.layers, self.hidden = cfg.layers, cfg.hidden
+        H = cfg.hidden
+        lstm = model.lstm
+        w_ih0 = _np(lstm.weight_ih_l0)
+        # layer-0 input projection folded into every embedding table: (V_i, 4H) per column
+        self.tables: list[np.ndarray] = []
+        off = 0
+        for emb in model.embeddings:
+            e = _np(emb.weight)
+            self.tables.append(np.ascontiguousarray(e @ w_ih0[:, off : off + e.shape[1]].T))
+            off += e.shape[1]
+        self.bias = [_np(getattr(lstm, f"bias_ih_l{k}")) + _np(getattr(lstm, f"bias_hh_l{k}")) for k in range(self.layers)]
+        self.w_hh0 = _np(lstm.weight_hh_l0)  # (4H, H)
+        self.w_cat = [np.ascontiguousarray(np.concatenate([_np(getattr(lstm, f"weight_ih_l{k}")), _np(getattr(lstm, f"weight_hh_l{k}"))], axis=1)) for k in range(1, self.layers)]
+        # activation as one tanh: sigmoid(x) = 0.5 * tanh(0.5 x) + 0.5 on the i, f, o gates
+        self.pre = np.ones(4 * H, dtype=np.float32)
+        self.pre[: 2 * H] = 0.5
+        self.pre[3 * H :] = 0.5
+        self.post_add = np.where(self.pre == 0.5, 0.5, 0.0).astype(np.float32)
+        # pitch head
+        if cfg.tie_weights:
+            e = model.embeddings[0].weight.detach().double()
+            w = e @ model.pitch_proj.weight.detach().double()
+            b = e @ model.pitch_proj.bias.detach().double() + model.pitch_bias.detach().double()
+            self.w_pitch, self.b_pitch = _np(w), _np(b)
+        else:
+            self.w_pitch, self.b_pitch = _np(model.pitch_out.weight), _np(model.pitch_out.bias)
+        # timing/velocity heads conditioned on pitch
+        w_in = model.head_in.weight.detach().double()
+        self.w_head_h = _np(w_in[:, :H])
+        self.cond_table = _np(model.cond.weight.detach().double() @ w_in[:, H:].t() + model.head_in.bias.detach().double())
+        self.w_heads = np.ascontiguousarray(np.concatenate([_np(model.heads[n].weight) for n in HEADS], axis=0))
+        self.b_heads = np.concatenate([_np(model.heads[n].bias) for n in HEADS])
+        sizes = [model.heads[n].out_features for n in HEADS]
+        bounds = np.cumsum([0, *sizes])
+        self.head_slices = {n: slice(int(bounds[i]), int(bounds[i + 1])) for i, n in enumerate(HEADS)}
+        self.head_hidden = self.w_head_h.shape[0]
+
+    def buffers(self) -> Buffers:
+        H = self.hidden
+        return Buffers(
+            gates=np.zeros(4 * H, np.float32),
+            xh=np.zeros(2 * H, np.float32),
+            tmp=np.zeros(H, np.float32),
+            pitch_logits=np.zeros(len(self.b_pitch), np.float32),
+            head_z=np.zeros(self.head_hidden, np.float32),
+            head_logits=np.zeros(len(self.b_heads), np.float32),
+        )
+
+    def zero_state(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.zeros((self.layers, self.hidden), np.float32), np.zeros((self.layers, self.hidden), np.float32)
+
+    def _cell(self, gates: np.ndarray, c: np.ndarray, h: np.ndarray, tmp: np.ndarray) -> None:
+        """gates (pre-activation, i f g o) -> c, h updated in place."""
+        H = self.hidden
+        np.multiply(gates, self.pre, out=gates)
+        np.tanh(gates, out=gates)
+        np.multiply(gates, self.pre, out=gates)
+        np.add(gates, self.post_add, out=gates)
+        i, f, g, o = gates[:H], gates[H : 2 * H], gates[2 * H : 3 * H], gates[3 * H :]
+        np.multiply(c, f, out=c)
+        np.multiply(i, g, out=tmp)
+        np.add(c, tmp, out=c)
+        np.tanh(c, out=tmp)
+        np.multiply(o, tmp, out=h)
+
+    def step(self, tokens: np.ndarray, h: np.ndarray, c: np.ndarray, buf: Buffers) -> None:
+        """Advance (h, c) (each (layers, H), updated in place) by one event's tokens (K,)."""
+        gates, H = buf.gates, self.hidden
+        np.dot(self.w_hh0, h[0], out=gates)
+        gates += self.bias[0]
+        for table, t in zip(self.tables, tokens):
+            gates += table[t]
+        self._cell(gates, c[0], h[0], buf.tmp)
+        xh = buf.xh
+        for k in range(1, self.layers):
+            xh[:H] = h[k - 1]
+            xh[H:] = h[k]
+            np.dot(self.w_cat[k - 1], xh, out=gates)
+            gates += self.bias[k]
+            self._cell(gates, c[k], h[k], buf.tmp)
+
+    def pitch_logits(self, h_top: np.ndarray, buf: Buffers) -> np.ndarray:
+        np.dot(self.w_pitch, h_top, out=buf.pitch_logits)
+        buf.pitch_logits += self.b_pitch
+        return buf.pitch_logits
+
+    def head_logits(self, h_top: np.ndarray, pitch: int, buf: Buffers) -> np.ndarray:
+        """Concatenated step/duration/velocity logits (slice with `head_slices`) for a next note of `pitch`."""
+        z = buf.head_z
+        np.dot(self.w_head_h, h_top, out=z)
+        z += self.cond_table[pitch]
+        np.maximum(z, 0.0, out=z)
+        np.dot(self.w_heads, z, out=buf.head_logits)
+        buf.head_logits += self.b_heads
+        return buf.head_logits

@@ -1,0 +1,154 @@
+"""One performance, streamed: the state the daemon carries from note to note.
+
+`observe` advances the LSTM by exactly one event (never re-reading history) and lets the
+online component learn it; `predict` is the next pitch distribution (network mixed with what
+the piece itself taught); `sample` draws one next note, pitch first, then its step, duration
+and velocity conditioned on that pitch. The step is plain float32 numpy through preallocated
+buffers (`NumpyLSTM`), no autograd, no torch call, one thread. Sampling does not advance the
+stream: the daemon observes the notes it actually plays (role RIPIENO), which extend the
+context but, by default, do not teach the online model (so ripieno never learns its own licks
+as if the player had played them).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import sampling
+from .checkpoint import Checkpoint
+from .encoding import IncrementalEncoder
+from .events import NoteEvent, Role
+from .network import HEADS
+from .numpy_lstm import NumpyLSTM
+from .online import OnlinePitch
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The next event's pitch distribution; `net_pitch_probs` is the network alone."""
+
+    pitch_probs: np.ndarray  # float64 (128,), sums to 1, online component included
+    net_pitch_probs: np.ndarray  # float64 (128,)
+    weights: np.ndarray  # mixture weights (network, online VOM); [1, 0] when offline
+
+
+class Stream:
+    """Owns the recurrent state of one performance. Not thread-safe; fork() for planning."""
+
+    def __init__(self, checkpoint: Checkpoint, online: bool = True, alpha: float = 0.05, max_order: int = 16, learn_own: bool = False) -> None:
+        self.encoding = checkpoint.encoding
+        self.net = NumpyLSTM(checkpoint.model)
+        self.online = OnlinePitch(alpha, max_order) if online else None
+        self.learn_own = learn_own
+        self._encoder = IncrementalEncoder(self.encoding)
+        self._time_bounds = (self.encoding.time_bin_bounds(True), self.encoding.time_bin_bounds(False))
+        self._vel_bounds = self.encoding.velocity_bounds()
+        self._alloc()
+        self.reset()
+
+    def _alloc(self) -> None:
+        self.h, self.c = self.net.zero_state()
+        self._buf = self.net.buffers()
+        self._tokens = np.zeros(len(self.encoding.columns), dtype=np.int64)
+        self._net_probs = np.zeros(128)
+        self._mixed = np.zeros(128)
+        self._fresh = False  # _net_probs/_mixed describe the current state
+
+    def reset(self) -> None:
+        """Start a new piece: zero state, empty online memory."""
+        self.h[:] = 0.0
+        self.c[:] = 0.0
+        self._encoder.reset()
+        if self.online is not None:
+            self.online.reset()
+        self.n_observed = 0
+        self._fresh = False
+
+    def fork(self, frozen_online: bool = False) -> Stream:
+        """An independent copy (shares only the read-only weights).
+
+        frozen_online=True shares the online counts read-only instead of copying them: O(1)
+        for planning an answer, but the fork then neither learns nor stays isolated from
+        what the parent learns later.
+        """
+        twin = copy.copy(self)
+        twin.h, twin.c = self.h.copy(), self.c.copy()
+        twin._buf = self.net.buffers()
+        twin._tokens = self._tokens.copy()
+        twin._net_probs, twin._mixed = self._net_probs.copy(), self._mixed.copy()
+        twin._encoder = self._encoder.copy()
+        twin.online = None if self.online is None else self.online.fork(frozen=frozen_online)
+        return twin
+
+    @property
+    def state(self) -> tuple[np.ndarray, np.ndarray]:
+        """Copies of (h, c), each (layers, hidden) float32."""
+        return self.h.copy(), self.c.copy()
+
+    def _ensure(self) -> None:
+        if self._fresh:
+            return
+        logits = self.net.pitch_logits(self.h[-1], self._buf)
+        p = self._net_probs
+        np.subtract(logits, logits.max(), out=p)  # float32 logits into the float64 buffer
+        np.exp(p, out=p)
+        p /= p.sum()
+        if self.online is not None:
+            self.online.mix(p, self._mixed)
+            self._mixed /= self._mixed.sum()
+        else:
+            self._mixed[:] = p
+        self._fresh = True
+
+    def observe(self, event: NoteEvent) -> None:
+        """Advance by one heard (or played) event."""
+        if self.online is not None:
+            self._ensure()
+            learn = event.role == Role.PLAYER or self.learn_own
+            self.online.observe(min(max(int(event.pitch), 0), 127), self._net_probs, learn)
+        self._encoder.push(event.pitch, event.step, event.duration, event.velocity, int(event.role), self._tokens)
+        self.net.step(self._tokens, self.h, self.c, self._buf)
+        self.n_observed += 1
+        self._fresh = False
+
+    def predict(self) -> Prediction:
+        """The next pitch distribution (copies: safe to keep after the stream moves on)."""
+        self._ensure()
+        w = self.online.weights.copy() if self.online is not None else np.array([1.0, 0.0])
+        return Prediction(self._mixed.copy(), self._net_probs.copy(), w)
+
+    def head_probs(self, pitch: int, temperature: float = 1.0) -> dict[str, np.ndarray]:
+        """Bin distributions of step, duration and velocity for a next note of `pitch`."""
+        logits = self.net.head_logits(self.h[-1], int(pitch), self._buf)
+        return {n: sampling.softmax(logits[self.net.head_slices[n]], temperature if temperature > 0 else 1.0) for n in HEADS}
+
+    def sample(self, temperature: float, rng: np.random.Generator, top_p: float | None = None, low: int = 0, high: int = 127) -> NoteEvent:
+        """Draw the next note (does not advance the stream). temperature 0 = argmax everywhere, bin centres."""
+        self._ensure()
+        t = float(temperature) if np.isfinite(temperature) else 1.0
+        pitch = sampling.choose(self._mixed, t, rng, top_p, low, high)
+        logits = self.net.head_logits(self.h[-1], pitch, self._buf)
+        bins = {}
+        for name in HEADS:
+            part = logits[self.net.head_slices[name]]
+            bins[name] = int(np.argmax(part)) if t <= 0 else sampling.draw(sampling.softmax(part, t), rng)
+        r = rng if t > 0 else None
+        (slo, shi), (dlo, dhi) = self._time_bounds
+        step = _log_uniform(slo[bins["step"]], shi[bins["step"]], r)
+        duration = _log_uniform(dlo[bins["duration"]], dhi[bins["duration"]], r)
+        vlo, vhi = self._vel_bounds
+        k = bins["velocity"]
+        velocity = int((vlo[k] + vhi[k]) // 2) if r is None else int(r.integers(vlo[k], vhi[k] + 1))
+        return NoteEvent(int(pitch), step, duration, min(max(velocity, 1), 127), Role.RIPIENO)
+
+
+def _log_uniform(lo: float, hi: float, rng: np.random.Generator | None) -> float:
+    """Seconds drawn log-uniformly in [lo, hi) (0 for the chord bin); bin centre without rng."""
+    if lo <= 0.0:
+        return 0.0
+    if rng is None:
+        return float(np.sqrt(lo * hi))
+    return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
