@@ -112,11 +112,21 @@ def list_ports(api: str) -> PortList:
     return PortList(resolved, inputs, outputs)
 
 
+def is_own(name: str) -> bool:
+    """True for ports of ripieno's own clients (ripieno, ripieno-out, -probe, -list): never a peer.
+
+    Matching our own output as the keyboard would feed ripieno its own notes forever.
+    """
+    if name.startswith((f"{CLIENT_NAME}:", f"{CLIENT_NAME} ")):
+        return True
+    return any(name.startswith(f"{CLIENT_NAME}-{suffix}") for suffix in ("out:", "out ", "probe", "list", "alias"))
+
+
 def find_port(names: list[str], wanted: str) -> int | None:
     """Index of the first port whose name contains wanted (case-insensitive), ripieno's own excluded."""
     w = wanted.casefold()
     for i, name in enumerate(names):
-        if name.startswith(f"{CLIENT_NAME}:") or name.startswith(f"{CLIENT_NAME} "):
+        if is_own(name):
             continue
         if w in name.casefold():
             return i

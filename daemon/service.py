@@ -1,63 +1,259 @@
-"""The daemon's async shell: open ports, run until SIGTERM/SIGINT, close everything, exit 0.
+"""The daemon's async shell: ports -> listener -> engine -> scheduler -> port, plus commands and MQTT.
 
-Skeleton for the foundation; the engine, scheduler and MQTT attach here.
+Everything runs on one event loop. rtmidi's thread only queues messages (midi_ports), the
+engine does one model step per callback, the scheduler's timer sends what is due. The shell
+guarantees the one promise a musician cares most about: whatever ends the session (SIGTERM,
+SIGINT, a lost synth, a mode change, an exception anywhere), ripieno's notes are switched off.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
+import time
+from typing import Any
 
-import rtmidi
+import numpy as np
 
-from . import ports
+from . import midi_ports, ports, systemd
+from .commands import CommandError, Controller, State, cc_command
 from .config import Config, as_dict
+from .engine import Engine
+from .listener import Control, Listener
+from .output import RealtimeOutput
+from .scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 
+JACK_FLUSH_S = 0.05  # JACK sends from a ring buffer at the next cycle: give the last note-offs time to leave
+WATCH_S = 0.5  # hot-plug: port names are polled this often
 
-def _open(kind: str, api: str, wanted: str) -> rtmidi.MidiIn | rtmidi.MidiOut:
-    cls = rtmidi.MidiIn if kind == "in" else rtmidi.MidiOut
-    client = ports.jack_client_name(kind) if api == "jack" else ports.CLIENT_NAME
-    port = cls(ports.rtmidi_api(api), name=client)
-    if wanted == ports.VIRTUAL:
-        port.open_virtual_port(kind)
-        if api == "jack" and client != ports.CLIENT_NAME:
-            ports.jack_alias(f"{client}:{kind}", f"{ports.CLIENT_NAME}:{kind}")
-        log.info("opened virtual %s port %s:%s", "input" if kind == "in" else "output", ports.CLIENT_NAME, kind)
-        return port
-    idx = ports.find_port(port.get_ports(), wanted)
-    if idx is None:
-        available = ", ".join(port.get_ports()) or "none"
-        port.delete()
-        raise ports.MidiSystemError(f"no {'input' if kind == 'in' else 'output'} port matches {wanted!r} (available: {available})")
-    name = port.get_ports()[idx]
-    port.open_port(idx, kind)
-    log.info("connected %s to %s", kind, name)
-    return port
+
+def make_rng(seed: int) -> np.random.Generator:
+    """seed 0 = a fresh seed each run (logged, so a good take can be replayed)."""
+    if seed == 0:
+        seed = int(np.random.SeedSequence().entropy % (2**63 - 1)) or 1
+    log.info("seed %d", seed)
+    return np.random.default_rng(seed)
+
+
+def load_stream(spec: str) -> Any:
+    """Checkpoint -> a fresh Stream; blocking (run it off the loop)."""
+    from ripieno.model import checkpoint
+    from ripieno.model.stream import Stream
+
+    return Stream(checkpoint.load(spec))
+
+
+def percentiles(samples: Any) -> dict[str, float | None]:
+    s = sorted(samples)
+    if not s:
+        return {"p50": None, "p99": None, "max": None, "n": 0}
+    return {"p50": round(s[len(s) // 2], 1), "p99": round(s[min(len(s) - 1, int(0.99 * len(s)))], 1), "max": round(s[-1], 1), "n": len(s)}
+
+
+class Session:
+    """One running daemon: owns ports, engine and controller; is the controller's `Actions`."""
+
+    def __init__(self, cfg: Config, api: str, loop: asyncio.AbstractEventLoop, stream: Any) -> None:
+        self.cfg = cfg
+        self.api = api
+        self.loop = loop
+        self.stop = asyncio.Event()
+        self.failure: BaseException | None = None
+        self.listener = Listener()
+        self.midi_in = midi_ports.MidiInput(api, cfg.midi.input, loop)
+        try:
+            self.midi_in.open_or_fail()
+            self.midi_out = midi_ports.MidiOutput(api, cfg.midi.output)
+        except BaseException:
+            self.midi_in.close()
+            raise
+        try:
+            self.midi_out.open_or_fail()
+        except BaseException:
+            self.midi_in.close()
+            raise
+        self.output = RealtimeOutput(Scheduler(cfg.midi.channel - 1, cfg.engine.max_polyphony), self.midi_out.send, loop)
+        self.controller = Controller(cfg, self)
+        self.engine = Engine(cfg.engine, stream, self.output, make_rng(cfg.engine.seed), self.controller.stats)
+        self._wake: asyncio.TimerHandle | None = None
+        self._in_dropped = 0
+        self._tasks: set[asyncio.Task] = set()
+
+    # ------------------------------------------------------------------------- Actions (commands)
+
+    def on_state(self, state: State) -> None:
+        self.engine.set_state(state.mode, state.enabled, state.temperature, state.silence_s)
+        self._arm()
+
+    def reset(self) -> None:
+        self.engine.reset()
+        self._arm()
+
+    def panic(self) -> None:
+        self.engine.panic()
+        self._arm()
+
+    async def load_model(self, spec: str) -> None:
+        stream = await self.loop.run_in_executor(None, load_stream, spec)
+        self.engine.swap_stream(stream)
+        self._arm()
+
+    # ------------------------------------------------------------------------------ input, timing
+
+    async def consume(self) -> None:
+        """Input queue -> listener -> engine; mapped controllers become commands."""
+        q = self.midi_in.queue
+        stats = self.controller.stats
+        while True:
+            t, msg = await q.get()
+            for ev in self.listener.feed(t, msg):
+                if isinstance(ev, Control):
+                    cmd = cc_command(self.cfg.midi.cc, ev.number, ev.value)
+                    if cmd is not None:
+                        self._spawn(self._command(*cmd))
+                        continue
+                self.engine.handle(ev)
+            if self.midi_in.dropped != self._in_dropped:
+                stats.dropped += self.midi_in.dropped - self._in_dropped
+                self._in_dropped = self.midi_in.dropped
+            self.engine.poll(time.monotonic())
+            self._arm()
+
+    async def _command(self, name: str, payload: bytes) -> None:
+        try:
+            await self.controller.apply(name, payload)
+        except CommandError as exc:
+            log.warning("MIDI CC command %s refused: %s", name, exc.reason)
+
+    def _spawn(self, coro: Any) -> None:
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _arm(self) -> None:
+        """Wake the engine when it asked to be woken (one timer, re-armed after every change)."""
+        if self._wake is not None:
+            self._wake.cancel()
+            self._wake = None
+        t = self.engine.next_wakeup()
+        if t is not None:
+            self._wake = self.loop.call_at(max(t, self.loop.time()), self._tick)
+
+    def _tick(self) -> None:
+        self._wake = None
+        self.engine.poll(time.monotonic())
+        self._arm()
+
+    # ---------------------------------------------------------------------------------- hot-plug
+
+    def on_port_change(self, port: midi_ports._Port, change: midi_ports.Change) -> None:
+        now = time.monotonic()
+        if port is self.midi_in:
+            if change is midi_ports.Change.LOST:
+                self.engine.input_lost(self.listener.release_all(now))
+            else:
+                log.info("keyboard back: %s", port.peer)
+        else:
+            self.engine.output_lost() if change is midi_ports.Change.LOST else self.engine.panic()
+            if change is midi_ports.Change.FOUND:
+                log.info("synth back: %s", port.peer)
+        self.controller.set_ports(**{"input" if port is self.midi_in else "output": port.peer or ""})
+        self._arm()
+
+    # ------------------------------------------------------------------------------- lifecycle
+
+    def on_loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """An exception in any callback: log it, silence ripieno, stop with a failure status."""
+        exc = context.get("exception")
+        log.error("unexpected error: %s", context.get("message"), exc_info=exc)
+        self.failure = exc or RuntimeError(str(context.get("message")))
+        self.stop.set()
+
+    async def run(self) -> int:
+        tasks = [self.loop.create_task(self.consume(), name="input"),
+                 self.loop.create_task(midi_ports.watch([self.midi_in, self.midi_out], self.on_port_change, WATCH_S), name="ports")]
+        if self.cfg.mqtt.enabled:
+            from .mqtt import run_mqtt
+
+            tasks.append(self.loop.create_task(run_mqtt(self.cfg, self.controller, self.stop), name="mqtt"))
+        interval = systemd.watchdog_interval()
+        if interval:
+            tasks.append(self.loop.create_task(_watchdog(interval), name="watchdog"))
+        self.controller.set_ports(input=self.midi_in.peer or "", output=self.midi_out.peer or "")
+        systemd.notify("READY=1")
+        log.info("ripieno is up (mode %s, input %s, output %s)", self.engine.mode, self.midi_in.peer, self.midi_out.peer)
+        stopper = self.loop.create_task(self.stop.wait())
+        try:
+            done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                if t is not stopper and not t.cancelled() and t.exception() is not None:
+                    self.failure = t.exception()
+                    log.error("task %s failed: %s", t.get_name(), self.failure, exc_info=self.failure)
+        finally:
+            systemd.notify("STOPPING=1")
+            log.info("stopping")
+            for t in [stopper, *tasks, *self._tasks]:
+                t.cancel()
+            await asyncio.gather(stopper, *tasks, *self._tasks, return_exceptions=True)
+        return 1 if self.failure is not None else 0
+
+    async def close(self) -> None:
+        """Panic (note-offs for all that sounds, then CC64/123/120), let the bytes leave, close ports."""
+        if self._wake is not None:
+            self._wake.cancel()
+        try:
+            self.engine.panic()
+        finally:
+            self.output.close()
+            if self.api == "jack":
+                await asyncio.sleep(JACK_FLUSH_S)
+            self.midi_in.close()
+            self.midi_out.close()
+        lat = percentiles(self.output.lateness_us)
+        stats = self.controller.stats.metrics()
+        log.info("stats %s", json.dumps(stats | {"lateness_us": lat, "input_dropped": self.midi_in.dropped}))
+
+
+async def _watchdog(interval: float) -> None:
+    while True:
+        systemd.notify("WATCHDOG=1")
+        await asyncio.sleep(interval)
 
 
 async def serve(cfg: Config) -> int:
     api = ports.resolve_api(cfg.midi.api)
     log.info("config %s: %s", cfg.source, as_dict(cfg) | {"mqtt": "..."})
     log.info("MIDI api: %s", api)
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    stop_early = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    midi_in = _open("in", api, cfg.midi.input)
-    midi_out = _open("out", api, cfg.midi.output)
+        loop.add_signal_handler(sig, stop_early.set)
+    load = loop.run_in_executor(None, load_stream, cfg.engine.model)
+    waiter = loop.create_task(stop_early.wait())
+    await asyncio.wait([load, waiter], return_when=asyncio.FIRST_COMPLETED)
+    if stop_early.is_set():
+        log.info("stopped while loading the model")
+        return 0
+    waiter.cancel()
+    stream = load.result()
+    session = Session(cfg, api, loop, stream)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, session.stop.set)
+    loop.set_exception_handler(session.on_loop_error)
     try:
-        log.info("ripieno is up (mode %s)", cfg.engine.mode)
-        await stop.wait()
-        log.info("stopping")
+        status = await session.run()
     finally:
-        for p in (midi_in, midi_out):
-            p.close_port()
-            p.delete()
-    return 0
+        await session.close()
+    return status
 
 
 def run(cfg: Config) -> int:
+    import torch
+
+    torch.set_num_threads(1)  # one model step is ~100 us: threads only add wake-up jitter
     return asyncio.run(serve(cfg))
+

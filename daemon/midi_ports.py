@@ -1,0 +1,188 @@
+"""ripieno's two MIDI ports over python-rtmidi: opening, closing, hot-plug, and the input hand-off.
+
+The rtmidi callback runs in rtmidi's own thread (JACK's process thread under JACK). It only
+timestamps, drops what ripieno ignores and hands the message to the event loop with
+`call_soon_threadsafe`; the loop side puts it into a bounded queue and counts what overflows.
+
+Hot-plug: a port given as a name substring is re-checked by `poll()` (the watcher calls it at
+least every second; ALSA gives no callback). When the peer disappears the port reports LOST;
+when a matching peer is back it is reopened and reports FOUND. Two python-rtmidi traps are
+handled here: `close_port()` cancels the input callback (it is set again after every open),
+and dropping a MidiIn/MidiOut does not close its JACK client (`close()` calls `delete()`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections.abc import Callable
+
+import rtmidi
+
+from . import ports
+
+log = logging.getLogger(__name__)
+
+QUEUE_SIZE = 2048  # about a second of a 1,500 notes/s smash (note-on + note-off) before drops
+
+
+class Change(enum.Enum):
+    LOST = "lost"
+    FOUND = "found"
+
+
+def ignored(msg: list[int]) -> bool:
+    """Messages ripieno never looks at: empty, sysex, and system real-time (clock, active sensing...).
+
+    Only the first byte is checked: this runs in rtmidi's thread and must stay trivial; the
+    listener's decoder skips any real-time bytes hidden inside a longer message.
+    """
+    return not msg or msg[0] >= 0xF0
+
+
+class _Port:
+    """What inputs and outputs share: naming, matching, reopening, closing."""
+
+    kind = ""  # "in" | "out"
+
+    def __init__(self, api: str, wanted: str) -> None:
+        self.api = api
+        self.wanted = wanted
+        self.virtual = wanted == ports.VIRTUAL
+        client = ports.jack_client_name(self.kind) if api == "jack" else ports.CLIENT_NAME
+        cls = rtmidi.MidiIn if self.kind == "in" else rtmidi.MidiOut
+        try:
+            self.midi = cls(ports.rtmidi_api(api), name=client)
+        except (rtmidi.SystemError, rtmidi.RtMidiError) as exc:
+            raise ports.MidiSystemError(f"cannot open the {api} MIDI client: {exc}") from None
+        self.client = client
+        self.peer: str | None = None  # the port we are connected to (or our own virtual port's name)
+
+    @property
+    def label(self) -> str:
+        return "input" if self.kind == "in" else "output"
+
+    def open(self) -> bool:
+        """Open the virtual port, or connect to the first port matching `wanted`; False if none matches."""
+        if self.virtual:
+            self.midi.open_virtual_port(self.kind)
+            if self.api == "jack" and self.client != ports.CLIENT_NAME:
+                ports.jack_alias(f"{self.client}:{self.kind}", f"{ports.CLIENT_NAME}:{self.kind}")
+            self.peer = f"{ports.CLIENT_NAME}:{self.kind}"
+            log.info("opened virtual %s port %s", self.label, self.peer)
+            self._opened()
+            return True
+        names = self.midi.get_ports()
+        idx = ports.find_port(names, self.wanted)
+        if idx is None:
+            return False
+        self.midi.open_port(idx, self.kind)
+        self.peer = names[idx]
+        log.info("connected %s to %s", self.label, self.peer)
+        self._opened()
+        return True
+
+    def open_or_fail(self) -> None:
+        if not self.open():
+            available = ", ".join(n for n in self.midi.get_ports() if not ports.is_own(n)) or "none"
+            self.close()
+            raise ports.MidiSystemError(f"no {self.label} port matches {self.wanted!r} (available: {available})")
+
+    def _opened(self) -> None:
+        """Hook for subclasses: runs after every successful open."""
+
+    def poll(self) -> Change | None:
+        """Hot-plug check: LOST when our peer vanished, FOUND when a matching one is back and reopened."""
+        if self.virtual:
+            return None
+        names = self.midi.get_ports()
+        if self.peer is not None:
+            if self.peer in names:
+                return None
+            log.warning("%s port %s disappeared; waiting for a port matching %r", self.label, self.peer, self.wanted)
+            self.midi.close_port()
+            self.peer = None
+            return Change.LOST
+        if ports.find_port(names, self.wanted) is None:
+            return None
+        return Change.FOUND if self.open() else None
+
+    @property
+    def connected(self) -> bool:
+        return self.peer is not None
+
+    def close(self) -> None:
+        """Close the port and the client itself (for JACK, `delete()` is what really closes it)."""
+        try:
+            self.midi.close_port()
+        finally:
+            self.midi.delete()
+            self.peer = None
+
+
+class MidiInput(_Port):
+    """The keyboard side: every kept message lands in `queue` as (monotonic time, bytes)."""
+
+    kind = "in"
+
+    def __init__(self, api: str, wanted: str, loop: asyncio.AbstractEventLoop, maxsize: int = QUEUE_SIZE) -> None:
+        super().__init__(api, wanted)
+        self.loop = loop
+        self.queue: asyncio.Queue[tuple[float, list[int]]] = asyncio.Queue(maxsize)
+        self.dropped = 0
+        self.midi.ignore_types(sysex=True, timing=True, active_sense=True)
+
+    def _opened(self) -> None:
+        self.midi.set_callback(self._on_message)
+
+    def _on_message(self, event: tuple[list[int], float], _data: object) -> None:
+        """rtmidi's thread: timestamp, filter, hand over. Nothing else belongs here."""
+        t = time.monotonic()
+        msg = event[0]
+        if ignored(msg):
+            return
+        try:
+            self.loop.call_soon_threadsafe(self._deliver, t, msg)
+        except RuntimeError:  # the loop is closing; the port is about to be closed too
+            pass
+
+    def _deliver(self, t: float, msg: list[int]) -> None:
+        try:
+            self.queue.put_nowait((t, msg))
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+    def close(self) -> None:
+        try:
+            self.midi.cancel_callback()
+        except Exception:  # noqa: BLE001 - no callback set is fine
+            pass
+        super().close()
+
+
+class MidiOutput(_Port):
+    """The synth side; `send` never raises into the engine (a vanished peer just swallows bytes)."""
+
+    kind = "out"
+
+    def send(self, msg: list[int]) -> None:
+        try:
+            self.midi.send_message(msg)
+        except (rtmidi.RtMidiError, ValueError) as exc:
+            log.warning("could not send %s: %s", msg, exc)
+
+
+async def watch(ports_: list[_Port], on_change: Callable[[_Port, Change], None], interval: float = 0.5) -> None:
+    """Poll every port's peer forever (the caller cancels); at most `interval` s between checks."""
+    while True:
+        await asyncio.sleep(interval)
+        for p in ports_:
+            try:
+                change = p.poll()
+            except (rtmidi.RtMidiError, rtmidi.SystemError) as exc:
+                log.warning("checking %s port: %s", p.label, exc)
+                continue
+            if change is not None:
+                on_change(p, change)

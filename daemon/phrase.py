@@ -1,0 +1,75 @@
+"""What ripieno knows about the player: pulse, dynamics, typical note length, the current phrase.
+
+Robust statistics over the last few notes (medians, not means): one stray long rest or a
+chord's near-zero steps should not swing the tempo ripieno answers at.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import deque
+
+CHORD_S = 0.035  # onsets closer than this are one chord, not a beat
+WINDOW = 16
+
+
+class Player:
+    """Running estimates from the player's key presses and releases."""
+
+    def __init__(self) -> None:
+        self.iois: deque[float] = deque(maxlen=WINDOW)
+        self.velocities: deque[int] = deque(maxlen=WINDOW)
+        self.durations: deque[float] = deque(maxlen=WINDOW)
+        self.last_onset: float | None = None
+        self.last_release: float | None = None
+        self.held = 0
+        self.phrase_start: float | None = None  # first onset of the phrase not yet answered
+        self.phrase_notes = 0
+
+    def key_down(self, t: float, velocity: int) -> None:
+        if self.last_onset is not None and CHORD_S <= t - self.last_onset <= 2.0:
+            self.iois.append(t - self.last_onset)
+        if self.last_onset is None or t - self.last_onset >= CHORD_S:
+            self.last_onset = t
+        self.velocities.append(velocity)
+        self.held += 1
+        if self.phrase_start is None:
+            self.phrase_start = t
+        self.phrase_notes += 1
+
+    def key_up(self, t: float, held_s: float) -> None:
+        self.held = max(0, self.held - 1)
+        self.durations.append(held_s)
+        self.last_release = t
+
+    def release_all(self) -> None:
+        self.held = 0
+
+    def ioi(self, default: float = 0.25) -> float:
+        """Median inter-onset interval of recent beats (chord notes excluded): the player's pulse."""
+        return statistics.median(self.iois) if self.iois else default
+
+    def velocity(self, default: int = 80) -> float:
+        return statistics.fmean(self.velocities) if self.velocities else default
+
+    def duration(self, default: float = 0.2) -> float:
+        """Typical held time: the duration a note is observed with before its release is known."""
+        return statistics.median(self.durations) if self.durations else default
+
+    def rested_since(self) -> float | None:
+        """When the current rest began (all keys up), or None while a key is held or nothing was played."""
+        if self.held or self.last_onset is None:
+            return None
+        return max(self.last_onset, self.last_release or self.last_onset)
+
+    def phrase_length(self) -> float:
+        """Seconds from the phrase's first onset to its end (last release, at least the last onset + a note)."""
+        if self.phrase_start is None or self.last_onset is None:
+            return 0.0
+        end = max(self.last_release or 0.0, self.last_onset + self.duration())
+        return max(0.0, end - self.phrase_start)
+
+    def close_phrase(self) -> None:
+        """The phrase was answered (or abandoned): the next key press starts a new one."""
+        self.phrase_start = None
+        self.phrase_notes = 0

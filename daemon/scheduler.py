@@ -1,0 +1,93 @@
+"""Timed note output and the open-note tracker: the one place that decides what is sounding.
+
+Pure: it never sends and never reads a clock. `due(now)` returns the messages whose time has
+come, `cut`/`panic` return the messages that silence ripieno at once; a shell (real-time:
+`output.py`, offline: `continue_cmd.py`) sends or records them. Every note-on that leaves
+here is tracked until its note-off has left too, so a panic can always close it.
+
+Same pitch twice on one channel cannot both sound in MIDI: a new note cuts the old one short.
+More than `max_polyphony` notes at once: the oldest sounding note is cut short (voice stealing).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ALL_SOUND_OFF, RESET_CONTROLLERS, ALL_NOTES_OFF, SUSTAIN = 120, 121, 123, 64
+
+
+@dataclass(slots=True)
+class Planned:
+    on: float
+    off: float
+    pitch: int
+    velocity: int
+    started: bool = False
+
+
+Timed = tuple[float, list[int]]  # (when it was due, MIDI bytes)
+
+
+class Scheduler:
+    def __init__(self, channel: int, max_polyphony: int = 64) -> None:
+        self.channel = channel  # 0-15
+        self.max_polyphony = max_polyphony
+        self.planned: list[Planned] = []
+        self.open: set[int] = set()  # pitches ripieno has switched on and not yet off
+
+    def _on(self, p: Planned) -> list[int]:
+        return [0x90 | self.channel, p.pitch, p.velocity]
+
+    def _off(self, pitch: int) -> list[int]:
+        return [0x80 | self.channel, pitch, 0]
+
+    def add(self, on: float, off: float, pitch: int, velocity: int) -> None:
+        """Plan a note; earlier notes of the same pitch, and the oldest voices beyond the limit, end at `on`."""
+        off = max(off, on + 0.005)
+        for p in self.planned:
+            if p.pitch == pitch and p.off > on:
+                p.off = max(p.on, on)
+        sounding = sorted((p for p in self.planned if p.on <= on < p.off), key=lambda p: p.on)
+        for p in sounding[: max(0, len(sounding) - self.max_polyphony + 1)]:
+            p.off = on
+        self.planned.append(Planned(on, off, pitch, max(1, min(127, velocity))))
+
+    def next_time(self) -> float | None:
+        times = [p.off if p.started else p.on for p in self.planned]
+        return min(times) if times else None
+
+    def due(self, now: float) -> list[Timed]:
+        """Messages due by now in time order (at equal times note-offs first), tracked as sent."""
+        events: list[tuple[float, int, Planned]] = []
+        for p in self.planned:
+            if not p.started and p.on <= now:
+                events.append((p.on, 1, p))
+            if p.off <= now:  # also a note planned and ended within one call: on, then off
+                events.append((p.off, 0 if p.started else 2, p))
+        events.sort(key=lambda e: (e[0], e[1]))
+        out: list[Timed] = []
+        for t, kind, p in events:
+            if kind == 1:
+                p.started = True
+                self.open.add(p.pitch)
+                out.append((t, self._on(p)))
+            else:
+                self.open.discard(p.pitch)
+                out.append((t, self._off(p.pitch)))
+        self.planned = [p for p in self.planned if p.off > now]
+        return out
+
+    def planned_after(self, t: float) -> int:
+        return sum(1 for p in self.planned if p.on >= t)
+
+    def cut(self) -> list[list[int]]:
+        """Stop now: forget every planned note, note-off every sounding one."""
+        self.planned.clear()
+        msgs = [self._off(pitch) for pitch in sorted(self.open)]
+        self.open.clear()
+        return msgs
+
+    def panic(self) -> list[list[int]]:
+        """`cut`, then sustain off, all notes off and all sound off on ripieno's channel."""
+        cc = 0xB0 | self.channel
+        return self.cut() + [[cc, SUSTAIN, 0], [cc, ALL_NOTES_OFF, 0], [cc, ALL_SOUND_OFF, 0]]
