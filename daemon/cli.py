@@ -56,6 +56,61 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return service.run(load_config(args))
 
 
+def _cmd_continue(args: argparse.Namespace) -> int:
+    from . import continue_cmd
+
+    cfg = cfgmod.load(args.config) if args.config else cfgmod.Config()
+    cfg = cfgmod.override(cfg, "engine", mode=args.mode, temperature=args.temperature, model=args.model)
+    if args.seconds is not None and not 0.1 <= args.seconds <= 3600:
+        raise UsageError("--seconds must be between 0.1 and 3600")
+    if args.events is not None and not 1 <= args.events <= 100_000:
+        raise UsageError("--events must be between 1 and 100000")
+    try:
+        return continue_cmd.main(cfg, args.prompt, args.output, args.seconds, args.events, args.seed, args.png)
+    except continue_cmd.ContinueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.what == "step":
+        from . import bench_step
+
+        result = bench_step.run(args.model)
+    else:
+        from . import bench_e2e
+
+        result = bench_e2e.run(args.model, notes=args.notes, period=args.period)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for k, v in result.items():
+            print(f"{k}: {v}")
+    return 0
+
+
+def _cmd_service(args: argparse.Namespace) -> int:
+    from . import systemd
+
+    user = not args.system
+    if args.action == "install":
+        if args.config:
+            cfgmod.load(args.config)  # refuse a broken config now, not at the first boot
+        try:
+            path = systemd.install(user, args.config)
+        except PermissionError as exc:
+            raise UsageError(str(exc)) from None
+        scope = "--user " if user else ""
+        print(f"wrote {path}; start it with: systemctl {scope}enable --now {systemd.UNIT_NAME}")
+    else:
+        path = systemd.uninstall(user)
+        print(f"removed {path}" if path else "no ripieno unit installed")
+    return 0
+
+
+class UsageError(Exception):
+    """Bad input on the command line (a file, a number): one line, exit 2."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ripieno", description="Real-time MIDI accompaniment daemon.")
     p.add_argument("--version", action="version", version=f"ripieno {_version()}")
@@ -77,6 +132,36 @@ def build_parser() -> argparse.ArgumentParser:
     sr.add_argument("--model", help="'default' or a checkpoint path")
     sr.set_defaults(func=_cmd_run)
 
+    sc = sub.add_parser("continue", help="continue a MIDI file offline with the same engine")
+    sc.add_argument("prompt", help="the prompt, a .mid file")
+    sc.add_argument("-o", "--output", required=True, help="where to write prompt + continuation (.mid)")
+    length = sc.add_mutually_exclusive_group()
+    length.add_argument("--seconds", type=float, help="length of the continuation (default: about the prompt's last phrase)")
+    length.add_argument("--events", type=int, help="number of notes to continue with")
+    sc.add_argument("--mode", choices=["call", "accompany"])
+    sc.add_argument("--temperature", type=float)
+    sc.add_argument("--seed", type=int, help="same seed, same file (default: the config's seed; 0 = fresh)")
+    sc.add_argument("--model", help="'default' or a checkpoint path")
+    sc.add_argument("--config", help="config file for the engine's limits (default: built-in defaults)")
+    sc.add_argument("--png", help="also draw a piano roll of prompt and continuation")
+    sc.set_defaults(func=_cmd_continue)
+
+    sb = sub.add_parser("bench", help="measure the model step or the end-to-end latency (JSON)")
+    sb.add_argument("what", choices=["step", "e2e"])
+    sb.add_argument("--model", default="default", help="'default' or a checkpoint path")
+    sb.add_argument("--json", action="store_true", help="print one JSON object")
+    sb.add_argument("--notes", type=int, default=200, help="e2e: measured reactions")
+    sb.add_argument("--period", type=int, default=128, help="e2e: frames per period of the private jackd")
+    sb.set_defaults(func=_cmd_bench)
+
+    sv = sub.add_parser("service", help="install or remove the systemd unit")
+    sv.add_argument("action", choices=["install", "uninstall"])
+    scope = sv.add_mutually_exclusive_group()
+    scope.add_argument("--user", action="store_true", help="a user unit (default; JACK/PipeWire live in the user session)")
+    scope.add_argument("--system", action="store_true", help="a system-wide unit (needs root; runs in the audio group)")
+    sv.add_argument("--config", help="config file the service runs with")
+    sv.set_defaults(func=_cmd_service)
+
     return p
 
 
@@ -91,8 +176,18 @@ def main(argv: list[str] | None = None) -> int:
     except ports.MidiSystemError as exc:
         print(f"ripieno: MIDI: {exc}", file=sys.stderr)
         return 3
+    except UsageError as exc:
+        print(f"ripieno: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 0
+    except Exception as exc:
+        from ripieno.model.checkpoint import CheckpointError
+
+        if isinstance(exc, CheckpointError):
+            print(f"ripieno: {exc}", file=sys.stderr)
+            return 2
+        raise
 
 
 if __name__ == "__main__":

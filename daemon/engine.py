@@ -132,7 +132,7 @@ class Engine:
         stats: Counters | None = None,
         clock: Callable[[], float] = time.monotonic,
         max_events: int | None = None,
-        answer_s: float | None = None,
+        answer_len: float | None = None,
     ) -> None:
         self.cfg = cfg
         self.stream = stream
@@ -144,7 +144,7 @@ class Engine:
         self.enabled = True
         self.temperature = cfg.temperature
         self.silence_s = cfg.silence_s
-        self.answer_s = answer_s if answer_s is not None else cfg.answer_s
+        self.answer_len = answer_len  # `continue --seconds`: every answer this long instead of the phrase's
         self.events_left = max_events  # `continue --events`: total ripieno notes, None = unbounded
         self.player = Player()
         self.plan: Plan | None = None
@@ -255,7 +255,7 @@ class Engine:
         if self.mode == "call" and self.plan is None:
             rest = self.player.rested_since()
             if self.player.phrase_start is not None and rest is not None and now >= rest + self.silence_s:
-                length = clamp(self.player.phrase_length(), MIN_ANSWER_S, self.answer_s)
+                length = self.answer_len or clamp(self.player.phrase_length(), MIN_ANSWER_S, self.cfg.answer_s)
                 start = now + LOOKAHEAD_S
                 self.plan = Plan(start=start, end=start + length, cursor=start)
                 self.player.close_phrase()
