@@ -153,7 +153,7 @@ def parse_number(text: str, lo: float, hi: float) -> float:
 
 
 def available_models(models_dir: str) -> dict[str, Path]:
-    """Checkpoints a command may name: NAME.pt files and NAME/ folders directly in models_dir."""
+    """Checkpoints a command may name: the NAME.pt files directly in models_dir (single-file checkpoints)."""
     if not models_dir:
         return {}
     root = Path(models_dir).expanduser()
@@ -163,9 +163,7 @@ def available_models(models_dir: str) -> dict[str, Path]:
         return {}
     found: dict[str, Path] = {}
     for p in sorted(entries):
-        if p.is_dir() and _MODEL_NAME.fullmatch(p.name):
-            found[p.name] = p
-        elif p.is_file() and p.suffix == ".pt" and _MODEL_NAME.fullmatch(p.stem):
+        if p.is_file() and p.suffix == ".pt" and _MODEL_NAME.fullmatch(p.stem):
             found[p.stem] = p
     return found
 

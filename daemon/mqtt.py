@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -136,6 +137,7 @@ def client_options(cfg: Config, env: Mapping[str, str] | None = None) -> dict[st
         "timeout": CONNECT_TIMEOUT_S,
         "keepalive": KEEPALIVE_S,
         "max_queued_incoming_messages": QUEUE_SIZE,
+        "logger": logging.getLogger(f"{__name__}.client"),  # paho's own lines (e.g. the TLS alert that ended a connect)
     }
     password = read_password(cfg, env)
     if m.username:
@@ -336,6 +338,7 @@ async def run_mqtt(
         dirty.set()
 
     controller.add_listener(on_state)
+    unquiet = _quiet_socket_race(asyncio.get_running_loop())
     limiter, error_limiter = RateLimiter(COMMAND_RATE, COMMAND_BURST), RateLimiter(ERROR_RATE, int(ERROR_RATE))
     rng = random.Random()
     attempt = 0
@@ -348,33 +351,69 @@ async def run_mqtt(
                 raise ConfigError(f"{cfg.source}: [mqtt] TLS files cannot be used: {exc}") from None
             session = _Session(cfg, controller, client, dirty, stop, metrics_interval, limiter, error_limiter)
             try:
-                await _until_stopped(_connected(client, session, where), stop)
+                if not await _until_stopped(_connected(client, session, where), stop) and session.connected:
+                    log.warning("MQTT: stopped before offline could be published (the broker will publish the Will)")
                 return
             except aiomqtt.MqttError as exc:
                 if stop.is_set():
                     log.warning("MQTT: could not say offline on the way out (%s); the broker will publish the Will", exc)
                     return
                 if session.connected:
-                    log.warning("MQTT connection to %s lost: %s", where, exc)
+                    log.warning("MQTT connection to %s lost (%s); reconnecting", where, exc)
                     attempt, last_problem = 0, ""
-                attempt += 1
-                if is_auth_error(exc):
-                    delay = AUTH_RETRY_S * (0.5 + 0.5 * rng.random())
-                    problem = (f"MQTT broker {where} refused the credentials of user {m.username!r} ({exc}); "
-                               f"check [mqtt] username and {PASSWORD_ENV} or password_file. Retrying every ~{AUTH_RETRY_S:g} s")
+                    delay = backoff_delay(0, rng)
                 else:
-                    delay = backoff_delay(attempt - 1, rng)
-                    problem = f"MQTT broker {where} unavailable: {exc}; retrying with backoff (at most {RETRY_CAP_S:g} s)"
-                if problem != last_problem:
-                    (log.error if is_auth_error(exc) else log.warning)("%s", problem)
-                    last_problem = problem
-                else:
-                    log.debug("MQTT retry %d in %.2f s: %s", attempt, delay, exc)
+                    attempt += 1
+                    delay, problem = _retry_plan(exc, attempt, rng, where, m.username)
+                    if problem != last_problem:
+                        (log.error if is_auth_error(exc) else log.warning)("%s", problem)
+                        last_problem = problem
+                    else:
+                        log.debug("MQTT retry %d in %.2f s: %s", attempt, delay, exc)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await stop.wait()
     finally:
         controller.remove_listener(on_state)
+        unquiet()
+
+
+def _retry_plan(exc: aiomqtt.MqttError, attempt: int, rng: random.Random, where: str, user: str) -> tuple[float, str]:
+    """How long to wait before the next attempt, and the one line that explains why."""
+    if is_auth_error(exc):
+        return (AUTH_RETRY_S * (0.5 + 0.5 * rng.random()),
+                f"MQTT broker {where} refused the credentials of user {user!r} ({exc}); "
+                f"check [mqtt] username and {PASSWORD_ENV} or password_file. Retrying every ~{AUTH_RETRY_S:g} s")
+    return (backoff_delay(attempt - 1, rng),
+            f"MQTT broker {where} unavailable: {exc}; retrying with backoff (at most {RETRY_CAP_S:g} s)")
+
+
+def _quiet_socket_race(loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
+    """Silence one known aiomqtt 2.5 race, and only that one; returns the undo.
+
+    aiomqtt schedules `loop.add_writer(fd)` with call_soon_threadsafe; when the broker drops the
+    connection in between, the fd is closed by the time it runs and asyncio logs an EBADF
+    traceback for a disconnect we already handle. Everything else goes to the previous handler.
+    """
+    previous = loop.get_exception_handler()
+
+    def handler(lp: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc, handle = context.get("exception"), repr(context.get("handle", ""))
+        if isinstance(exc, OSError) and exc.errno == errno.EBADF and "add_writer" in handle:
+            log.debug("MQTT: ignored write registration on a closed socket (connection already lost)")
+            return
+        if previous is not None:
+            previous(lp, context)
+        else:
+            lp.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
+
+    def undo() -> None:
+        if loop.get_exception_handler() is handler:
+            loop.set_exception_handler(previous)
+
+    return undo
 
 
 async def _connected(client: aiomqtt.Client, session: _Session, where: str) -> None:
@@ -384,10 +423,11 @@ async def _connected(client: aiomqtt.Client, session: _Session, where: str) -> N
         await session.run()
 
 
-async def _until_stopped(work: Any, stop: asyncio.Event) -> None:
+async def _until_stopped(work: Any, stop: asyncio.Event) -> bool:
     """Run work; once stop is set, give it STOP_GRACE_S to finish (publish offline), then cancel it.
 
     Keeps shutdown prompt even when stop arrives in the middle of a connect or a backoff.
+    Returns False when work had to be cancelled; re-raises what work raised.
     """
     task = asyncio.create_task(work)
     stopper = asyncio.create_task(stop.wait())
@@ -402,6 +442,6 @@ async def _until_stopped(work: Any, stop: asyncio.Event) -> None:
             with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
                 await task
     if task.cancelled():
-        log.warning("MQTT: stopped before offline could be published (the broker will publish the Will)")
-        return
+        return False
     task.result()
+    return True

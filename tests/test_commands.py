@@ -110,12 +110,13 @@ async def test_reset_and_panic_reach_the_engine_without_changing_state():
     assert actions.calls == ["reset", "panic"]
 
 
-def test_models_are_pt_files_and_folders_in_models_dir(tmp_path):
+def test_models_are_the_pt_files_in_models_dir(tmp_path):
     (tmp_path / "jazz.pt").write_bytes(b"")
-    (tmp_path / "bach").mkdir()
     (tmp_path / "notes.txt").write_text("")
     (tmp_path / ".hidden.pt").write_bytes(b"")
-    assert available_models(str(tmp_path)) == {"bach": tmp_path / "bach", "jazz": tmp_path / "jazz.pt"}
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "deep.pt").write_bytes(b"")
+    assert available_models(str(tmp_path)) == {"jazz": tmp_path / "jazz.pt"}
     assert available_models(str(tmp_path / "missing")) == {}
 
 

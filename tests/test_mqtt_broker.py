@@ -1,0 +1,183 @@
+"""MQTT against brokers that misbehave or demand more: restarts, kill -9, passwords, TLS, Home Assistant."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import aiomqtt
+
+from mqtt_helpers import Observer, make_certs, mqtt_config, running
+from peers import free_port
+from ripieno.daemon import mqtt as mqttmod
+
+HELPER = Path(__file__).with_name("mqtt_helpers.py")
+
+
+async def test_broker_restart_brings_ripieno_back_online_with_its_state(make_broker, caplog):
+    caplog.set_level(logging.INFO, logger="ripieno.daemon.mqtt")
+    broker = make_broker()
+    cfg = mqtt_config(broker.host, broker.port)
+    base = cfg.mqtt.base_topic
+    async with running(cfg) as (controller, _, _):
+        async with Observer(broker.host, broker.port, [f"{base}/#"]) as obs:
+            await obs.wait_for(f"{base}/state")
+            await obs.publish(f"{base}/set/mode", "accompany")
+            await obs.wait_for(f"{base}/state", lambda v: v["mode"] == "accompany")
+        broker.restart()  # no persistence: every retained message is gone with the old process
+        await controller.apply("temperature", b"1.25")  # a change while the broker is away is not lost
+        async with Observer(broker.host, broker.port, [f"{base}/#"]) as obs:
+            await obs.wait_for(f"{base}/status", lambda v: v == "online", timeout=20)
+            await obs.wait_for(f"{base}/state", lambda v: v["mode"] == "accompany", timeout=20)
+        async with Observer(broker.host, broker.port, [f"{base}/#"]) as obs:  # retained for late joiners
+            state = await obs.wait_for(f"{base}/state")
+            assert state.retain and state.value["mode"] == "accompany" and state.value["temperature"] == 1.25
+            await obs.publish(f"{base}/set/mode", "off")  # and it listens again
+            await obs.wait_for(f"{base}/state", lambda v: v["mode"] == "off")
+    assert "connection to" in caplog.text and "lost" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], "a broker restart is not an error"
+
+
+async def test_kill_9_makes_the_broker_publish_the_will(broker):
+    base = f"will-{id(broker)}"
+    proc = subprocess.Popen([sys.executable, str(HELPER), broker.host, str(broker.port), base],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        async with Observer(broker.host, broker.port, [f"{base}/status"]) as obs:
+            await obs.wait_for(f"{base}/status", lambda v: v == "online", timeout=20)
+            proc.send_signal(signal.SIGKILL)
+            await obs.wait_for(f"{base}/status", lambda v: v == "offline")
+        async with Observer(broker.host, broker.port, [f"{base}/status"]) as late:
+            assert (await late.wait_for(f"{base}/status")).retain
+    finally:
+        proc.kill()
+        proc.wait(5)
+
+
+# mosquitto started as root drops to the `mosquitto` user, which cannot read pytest's private tmp
+# dirs; `user root` keeps it as it was started (and is ignored when the tests run unprivileged).
+KEEP_USER = "user root\n"
+
+
+def _password_broker(make_broker, tmp_path: Path, user: str, password: str):
+    pw = tmp_path / "passwd"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(pw), user, password], check=True, capture_output=True, timeout=10)
+    pw.chmod(0o644)
+    port = free_port()
+    return make_broker(KEEP_USER + f"listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {pw}\n", port=port)
+
+
+async def test_password_broker_admits_the_right_password(make_broker, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
+    broker = _password_broker(make_broker, tmp_path, "ripieno", "s3cret-pass")
+    cfg = mqtt_config(broker.host, broker.port, mqtt={"username": "ripieno"})
+    base = cfg.mqtt.base_topic
+    async with running(cfg, env={"RIPIENO_MQTT_PASSWORD": "s3cret-pass"}):
+        async with Observer(broker.host, broker.port, [f"{base}/status"], username="ripieno", password="s3cret-pass") as obs:
+            await obs.wait_for(f"{base}/status", lambda v: v == "online")
+    assert "s3cret-pass" not in caplog.text
+
+
+async def test_password_broker_refuses_a_wrong_password_with_one_clear_line(make_broker, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
+    broker = _password_broker(make_broker, tmp_path, "ripieno", "s3cret-pass")
+    secret = tmp_path / "mqtt-password"
+    secret.write_text("wrong-pass\n")
+    cfg = mqtt_config(broker.host, broker.port, mqtt={"username": "ripieno", "password_file": str(secret)})
+    async with running(cfg, env={}) as (_, _, task):
+        async with Observer(broker.host, broker.port, [f"{cfg.mqtt.base_topic}/status"], username="ripieno", password="s3cret-pass") as obs:
+            await obs.wait(lambda: "refused the credentials" in caplog.text, what="the credentials error in the log")
+            assert obs.seen == [] and not task.done()  # never online, still running (and retrying)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR and r.name == "ripieno.daemon.mqtt"]
+    assert len(errors) == 1
+    assert "user 'ripieno'" in errors[0].getMessage() and "password_file" in errors[0].getMessage()
+    assert "wrong-pass" not in caplog.text
+
+
+def _tls_broker(make_broker, certs):
+    port = free_port()
+    return make_broker(
+        KEEP_USER + f"listener {port} 127.0.0.1\nallow_anonymous true\ncafile {certs['ca.crt']}\n"
+        f"certfile {certs['server.crt']}\nkeyfile {certs['server.key']}\nrequire_certificate true\n",
+        port=port,
+    )
+
+
+async def test_tls_broker_with_client_certificate(make_broker, tmp_path, caplog):
+    certs = make_certs(tmp_path / "certs")
+    broker = _tls_broker(make_broker, certs)
+    tls = {"tls": True, "ca_file": str(certs["ca.crt"])}
+    cfg = mqtt_config(broker.host, broker.port, mqtt=tls | {"cert_file": str(certs["client.crt"]), "key_file": str(certs["client.key"])})
+    base = cfg.mqtt.base_topic
+    params = aiomqtt.TLSParameters(ca_certs=str(certs["ca.crt"]), certfile=str(certs["client.crt"]), keyfile=str(certs["client.key"]))
+    async with running(cfg):
+        async with Observer(broker.host, broker.port, [f"{base}/#"], tls_params=params) as obs:
+            await obs.wait_for(f"{base}/status", lambda v: v == "online")
+            await obs.publish(f"{base}/set/temperature", "0.5")
+            await obs.wait_for(f"{base}/state", lambda v: v["temperature"] == 0.5)
+    # a CA that did not sign the broker's certificate: refused by ripieno, logged, not fatal
+    caplog.set_level(logging.WARNING, logger="ripieno.daemon.mqtt")
+    wrong_ca = mqtt_config(broker.host, broker.port, mqtt=tls | {"ca_file": str(certs["server.crt"]),
+                           "cert_file": str(certs["client.crt"]), "key_file": str(certs["client.key"])})
+    async with running(wrong_ca) as (_, _, task):
+        async with Observer(broker.host, broker.port, [f"{wrong_ca.mqtt.base_topic}/status"], tls_params=params) as obs:
+            await obs.wait(lambda: "CERTIFICATE_VERIFY_FAILED" in caplog.text, what="the TLS failure in the log")
+            assert obs.seen == [] and not task.done()
+
+
+def test_unusable_mqtt_files_are_one_line_config_errors(tmp_path):
+    import pytest
+
+    from ripieno.daemon.config import ConfigError
+
+    cases = [
+        ({"tls": True, "ca_file": str(tmp_path / "nope.crt")}, "mqtt.ca_file"),
+        ({"tls": False, "ca_file": "/etc/hostname"}, "tls = false"),
+        ({"tls": True, "key_file": "/etc/hostname"}, "key_file needs"),
+        ({"username": "u", "password_file": str(tmp_path / "missing")}, "cannot read"),
+        ({"password_file": "/etc/hostname"}, "username is empty"),
+    ]
+    for mqtt, msg in cases:
+        cfg = mqtt_config("127.0.0.1", 1883, mqtt=mqtt)
+        with pytest.raises(ConfigError, match=msg) as err:
+            mqttmod.client_options(cfg, env={})
+        assert "\n" not in str(err.value) and "test-config" in str(err.value)
+
+
+async def test_discovery_configs_appear_and_are_resent_on_ha_birth(broker):
+    prefix = f"ha-{id(broker)}-disc"
+    cfg = mqtt_config(broker.host, broker.port, mqtt={"discovery": True, "discovery_prefix": prefix})
+    base = cfg.mqtt.base_topic
+    async with running(cfg):
+        async with Observer(broker.host, broker.port, [f"{prefix}/+/+/+/config"]) as obs:
+            await obs.wait(lambda: len(obs.seen) >= 8, what="8 discovery configs")
+        async with Observer(broker.host, broker.port, [f"{prefix}/+/+/+/config", f"{base}/state"]) as obs:  # retained
+            configs = await obs.wait(lambda: [s for s in obs.seen if s.topic.endswith("/config")] if len(obs.seen) >= 9 else None,
+                                     what="8 retained discovery configs and the state")
+            assert len(configs) == 8 and all(c.retain for c in configs)
+            kinds = sorted(c.topic.split("/")[1] for c in configs)
+            assert kinds == ["button", "button", "number", "number", "select", "sensor", "sensor", "switch"]
+            state = obs.on(f"{base}/state")[0].value
+            for c in configs:
+                v = c.value
+                assert v["availability_topic"] == f"{base}/status"
+                if "command_topic" in v:
+                    mqttmod.route(base, v["command_topic"])  # every HA control drives a real command
+                if "value_template" in v and "value_json." in v["value_template"]:
+                    assert v["value_template"].split("value_json.")[1].split()[0] in state
+            assert len({c.value["unique_id"] for c in configs}) == 8
+            mark = len(obs.seen)
+            await obs.publish(f"{prefix}/status", "online")  # Home Assistant restarted
+            await obs.wait(lambda: len([s for s in obs.seen[mark:] if s.topic.endswith("/config")]) == 8,
+                           what="discovery re-sent")
+            await obs.publish(f"{prefix}/status", "offline")
+            await asyncio.sleep(0.3)
+            assert len([s for s in obs.seen[mark:] if s.topic.endswith("/config")]) == 8
+        # leave the session broker clean
+        async with Observer(broker.host, broker.port, []) as cleaner:
+            for c in configs:
+                await cleaner.publish(c.topic, "", retain=True)
