@@ -42,39 +42,52 @@ class Scheduler:
         return [0x80 | self.channel, pitch, 0]
 
     def add(self, on: float, off: float, pitch: int, velocity: int) -> None:
-        """Plan a note; earlier notes of the same pitch, and the oldest voices beyond the limit, end at `on`."""
+        """Plan a note; where it overlaps a planned note of the same pitch, the earlier one ends first."""
         off = max(off, on + 0.005)
-        for p in self.planned:
-            if p.pitch == pitch and p.off > on:
-                p.off = max(p.on, on)
-        sounding = sorted((p for p in self.planned if p.on <= on < p.off), key=lambda p: p.on)
-        for p in sounding[: max(0, len(sounding) - self.max_polyphony + 1)]:
-            p.off = on
+        for q in self.planned:
+            if q.pitch != pitch:
+                continue
+            if q.on <= on < q.off:
+                q.off = on
+            elif on <= q.on < off:
+                off = q.on
+        if off <= on:
+            return
         self.planned.append(Planned(on, off, pitch, max(1, min(127, velocity))))
 
     def next_time(self) -> float | None:
         times = [p.off if p.started else p.on for p in self.planned]
         return min(times) if times else None
 
-    def due(self, now: float) -> list[Timed]:
-        """Messages due by now in time order (at equal times note-offs first), tracked as sent."""
-        events: list[tuple[float, int, Planned]] = []
+    def _next_due(self, now: float) -> tuple[float, int, Planned] | None:
+        """The earliest message due by now: (time, 0 = off / 1 = on, note); offs first at equal times."""
+        best: tuple[float, int, Planned] | None = None
         for p in self.planned:
-            if not p.started and p.on <= now:
-                events.append((p.on, 1, p))
-            if p.off <= now:  # also a note planned and ended within one call: on, then off
-                events.append((p.off, 0 if p.started else 2, p))
-        events.sort(key=lambda e: (e[0], e[1]))
+            t, kind = (p.off, 0) if p.started else (p.on, 1)
+            if t <= now and (best is None or (t, kind) < best[:2]):
+                best = (t, kind, p)
+        return best
+
+    def due(self, now: float) -> list[Timed]:
+        """Messages due by now, in time order, tracked as sent. A note-on beyond the polyphony
+        limit first ends the oldest sounding voice (voice stealing)."""
         out: list[Timed] = []
-        for t, kind, p in events:
-            if kind == 1:
-                p.started = True
-                self.open.add(p.pitch)
-                out.append((t, self._on(p)))
-            else:
+        while (nxt := self._next_due(now)) is not None:
+            t, kind, p = nxt
+            if kind == 0:
+                self.planned.remove(p)
                 self.open.discard(p.pitch)
                 out.append((t, self._off(p.pitch)))
-        self.planned = [p for p in self.planned if p.off > now]
+                continue
+            sounding = [q for q in self.planned if q.started]
+            if len(sounding) >= self.max_polyphony:
+                oldest = min(sounding, key=lambda q: q.on)
+                self.planned.remove(oldest)
+                self.open.discard(oldest.pitch)
+                out.append((t, self._off(oldest.pitch)))
+            p.started = True
+            self.open.add(p.pitch)
+            out.append((t, self._on(p)))
         return out
 
     def planned_after(self, t: float) -> int:
