@@ -81,6 +81,7 @@ class NumpyLSTM:
         sizes = [model.heads[n].out_features for n in HEADS]
         bounds = np.cumsum([0, *sizes])
         self.head_slices = {n: slice(int(bounds[i]), int(bounds[i + 1])) for i, n in enumerate(HEADS)}
+        self.head_starts = bounds.astype(np.intp)  # segment boundaries, HEADS order
         self.head_hidden = self.w_head_h.shape[0]
 
     def buffers(self) -> Buffers:

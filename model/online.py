@@ -37,8 +37,21 @@ class FixedShare:
         np.dot(self.weights, probs, out=out)
         return out
 
-    def update(self, likelihoods: np.ndarray) -> None:
+    def update(self, likelihoods: np.ndarray | tuple[float, ...]) -> None:
         """Move weight towards the experts that gave the observed outcome more probability."""
+        if self.n == 2:  # the Stream's case, per note: scalar arithmetic beats four tiny array ops
+            a, b = float(likelihoods[0]), float(likelihoods[1])
+            if not (a == a and b == b):
+                return
+            a = self.weights[0] * max(a, FLOOR)
+            b = self.weights[1] * max(b, FLOOR)
+            total = a + b
+            if not 0.0 < total < float("inf"):
+                return
+            a /= total
+            self.weights[0] = (1.0 - self.alpha) * a + self.alpha * (1.0 - a)
+            self.weights[1] = 1.0 - self.weights[0]
+            return
         v = self.weights * np.maximum(likelihoods, FLOOR)
         total = v.sum()
         if not np.isfinite(total) or total <= 0.0:
@@ -91,7 +104,7 @@ class OnlinePitch:
         """Score both experts on the pitch just heard, then let the VOM learn it (if learn)."""
         vom = self._vom_probs()
         if learn:
-            self.share.update(np.array([net_probs[pitch], vom[pitch]]))
+            self.share.update((net_probs[pitch], vom[pitch]))
         if learn:
             self.vom.observe(pitch)
         else:  # extend the context without counting the note (e.g. ripieno's own answer)

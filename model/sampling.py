@@ -11,40 +11,42 @@ import numpy as np
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """float64 softmax of logits / temperature (temperature > 0)."""
-    z = np.asarray(logits, dtype=np.float64) / max(temperature, 1e-6)
-    z = np.nan_to_num(z, nan=-np.inf, posinf=np.finfo(np.float64).max / 4, neginf=-np.inf)
-    m = z.max()
-    if not np.isfinite(m):
-        return np.full(len(z), 1.0 / len(z))
-    p = np.exp(z - m)
-    return p / p.sum()
+    """float64 softmax of logits / temperature (temperature > 0); uniform if anything is not finite.
+
+    Lean on purpose (it runs three times per sampled note): no sanitising pass, one check at the end.
+    """
+    z = np.multiply(logits, 1.0 / max(temperature, 1e-6), dtype=np.float64)
+    z -= z.max()
+    np.exp(z, out=z)
+    total = z.sum()
+    if not (0.0 < total < np.inf):  # also catches NaN
+        z[:] = 1.0 / len(z)
+        return z
+    z /= total
+    return z
 
 
 def shape(probs: np.ndarray, temperature: float, top_p: float | None = None, low: int = 0, high: int | None = None) -> np.ndarray:
     """Restrict to [low, high], sharpen/flatten by temperature, keep the top-p nucleus; renormalised.
 
-    temperature 0 leaves the distribution untempered (the caller takes the argmax).
+    temperature 0 leaves the distribution untempered (the caller takes the argmax). Negative or
+    NaN entries count as 0; if nothing is left, uniform over [low, high].
     """
-    p = np.nan_to_num(np.asarray(probs, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-    p = np.maximum(p, 0.0)
-    n = len(p)
+    n = len(probs)
     high = n - 1 if high is None else high
     low, high = max(0, min(int(low), n - 1)), max(0, min(int(high), n - 1))
     if low > high:
         low, high = high, low
-    p[:low] = 0.0
-    p[high + 1 :] = 0.0
+    p = np.zeros(n)
+    window = p[low : high + 1]
+    np.fmax(probs[low : high + 1], 0.0, out=window)  # fmax drops NaN in favour of 0
     if temperature > 0 and temperature != 1.0:
-        with np.errstate(divide="ignore"):
-            logp = np.log(p) / temperature
-        m = logp.max()
-        p = np.exp(logp - m) if np.isfinite(m) else np.zeros(n)
-    total = p.sum()
-    if not np.isfinite(total) or total <= 0.0:
-        p = np.zeros(n)
-        p[low : high + 1] = 1.0
-        total = p.sum()
+        window /= window.max() if window.max() > 0 else 1.0  # keep the power from underflowing
+        np.power(window, 1.0 / temperature, out=window)
+    total = window.sum()
+    if not (0.0 < total < np.inf):
+        window[:] = 1.0
+        total = float(len(window))
     p /= total
     if top_p is not None and 0.0 < top_p < 1.0:
         order = np.argsort(-p, kind="stable")
@@ -72,3 +74,22 @@ def choose(probs: np.ndarray, temperature: float, rng: np.random.Generator, top_
     if temperature <= 0.0:
         return int(np.argmax(p))
     return draw(p, rng)
+
+
+def choose_each(logits: np.ndarray, starts: np.ndarray, temperature: float, rng: np.random.Generator) -> list[int]:
+    """One index per segment of concatenated logits (segment i = starts[i]:starts[i+1]).
+
+    Gumbel-max: argmax(logits / T + Gumbel noise) is an exact draw from softmax(logits / T), for
+    all segments with one vector of noise and no normalisation (it runs per sampled note).
+    temperature 0 = plain argmax. The result is always an index inside its segment, so even
+    garbage logits cannot put a NaN into a note.
+    """
+    z = np.multiply(logits, 1.0 / temperature if temperature > 0.0 else 1.0, dtype=np.float64)
+    if temperature > 0.0:
+        g = rng.random(len(z))
+        np.log(g, out=g)  # u = 0 gives -inf noise: that entry cannot win, as it should not
+        np.negative(g, out=g)
+        np.log(g, out=g)
+        z -= g
+    bounds = starts.tolist()
+    return [int(np.argmax(z[a:b])) for a, b in zip(bounds[:-1], bounds[1:])]

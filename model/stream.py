@@ -13,6 +13,7 @@ as if the player had played them).
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,8 +45,8 @@ class Stream:
         self.online = OnlinePitch(alpha, max_order) if online else None
         self.learn_own = learn_own
         self._encoder = IncrementalEncoder(self.encoding)
-        self._time_bounds = (self.encoding.time_bin_bounds(True), self.encoding.time_bin_bounds(False))
-        self._vel_bounds = self.encoding.velocity_bounds()
+        self._time_bounds = tuple(tuple(b.tolist() for b in self.encoding.time_bin_bounds(s)) for s in (True, False))
+        self._vel_bounds = tuple(b.tolist() for b in self.encoding.velocity_bounds())
         self._alloc()
         self.reset()
 
@@ -131,17 +132,14 @@ class Stream:
         t = float(temperature) if np.isfinite(temperature) else 1.0
         pitch = sampling.choose(self._mixed, t, rng, top_p, low, high)
         logits = self.net.head_logits(self.h[-1], pitch, self._buf)
-        bins = {}
-        for name in HEADS:
-            part = logits[self.net.head_slices[name]]
-            bins[name] = int(np.argmax(part)) if t <= 0 else sampling.draw(sampling.softmax(part, t), rng)
+        step_bin, dur_bin, vel_bin = sampling.choose_each(logits, self.net.head_starts, t, rng)
         r = rng if t > 0 else None
         (slo, shi), (dlo, dhi) = self._time_bounds
-        step = _log_uniform(slo[bins["step"]], shi[bins["step"]], r)
-        duration = _log_uniform(dlo[bins["duration"]], dhi[bins["duration"]], r)
+        step = _log_uniform(slo[step_bin], shi[step_bin], r)
+        duration = _log_uniform(dlo[dur_bin], dhi[dur_bin], r)
         vlo, vhi = self._vel_bounds
-        k = bins["velocity"]
-        velocity = int((vlo[k] + vhi[k]) // 2) if r is None else int(r.integers(vlo[k], vhi[k] + 1))
+        k = vel_bin
+        velocity = int((vlo[k] + vhi[k]) // 2) if r is None else int(vlo[k] + int(r.random() * (vhi[k] - vlo[k] + 1)))
         return NoteEvent(int(pitch), step, duration, min(max(velocity, 1), 127), Role.RIPIENO)
 
 
@@ -150,5 +148,5 @@ def _log_uniform(lo: float, hi: float, rng: np.random.Generator | None) -> float
     if lo <= 0.0:
         return 0.0
     if rng is None:
-        return float(np.sqrt(lo * hi))
-    return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+        return math.sqrt(lo * hi)
+    return math.exp(math.log(lo) + rng.random() * math.log(hi / lo))

@@ -1,0 +1,150 @@
+"""`ripieno bench step`: how long one streamed note costs, against the floor and the notebook way.
+
+Three numbers, same weights, one thread:
+- step: `Stream.observe` + `Stream.sample` (online component included), per event, p50/p99;
+- floor: the LSTM's matrix work alone in bare numpy (per layer W_ih x + W_hh h + b and the
+  gate nonlinearities, nothing else): what no streaming code can beat by much;
+- naive_refeed: the notebook approach, re-running the full torch model over the last 512
+  events to predict one new note.
+model_spec is "default", a checkpoint path, or "random:LxH" (an untrained L-layer, H-wide
+model of the default architecture: latency does not depend on the weights' values).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import numpy as np
+import torch
+
+from ripieno.model.blas import limit_blas_threads
+from ripieno.model.checkpoint import Checkpoint, CheckpointError, load
+from ripieno.model.encoding import encode
+from ripieno.model.events import NoteEvent, Role, events_to_array
+from ripieno.model.network import ModelConfig, NoteLSTM
+from ripieno.model.stream import Stream
+
+REFEED_WINDOW = 512
+_RANDOM = re.compile(r"random:(\d+)x(\d+)$")
+
+
+def checkpoint_for(model_spec: str) -> Checkpoint:
+    """Load model_spec, or build an untrained model for "random:LxH"."""
+    m = _RANDOM.match(model_spec)
+    if not m:
+        return load(model_spec)
+    layers, hidden = int(m.group(1)), int(m.group(2))
+    if not (1 <= layers <= 8 and 1 <= hidden <= 4096):
+        raise CheckpointError(f"model {model_spec}: random:LxH needs 1 <= L <= 8 and 1 <= H <= 4096")
+    torch.manual_seed(0)
+    cfg = ModelConfig(hidden=hidden, layers=layers)
+    return Checkpoint(model=NoteLSTM(cfg).eval(), config=cfg, meta={"random": True})
+
+
+def player_events(n: int, rng: np.random.Generator) -> list[NoteEvent]:
+    """A plausible stream of played notes: a bounded random walk with chords and varied timing."""
+    pitch, out = 60, []
+    for _ in range(n):
+        pitch = int(np.clip(pitch + rng.integers(-5, 6), 36, 96))
+        step = 0.0 if rng.random() < 0.2 else float(rng.choice([0.125, 0.25, 0.5, 1.0]) * rng.uniform(0.9, 1.1))
+        out.append(NoteEvent(pitch, step, float(rng.uniform(0.1, 1.0)), int(rng.integers(40, 110)), Role.PLAYER))
+    return out
+
+
+def _percentiles_us(ns: list[int]) -> tuple[float, float]:
+    a = np.asarray(ns, dtype=np.float64) / 1000.0
+    return float(np.percentile(a, 50)), float(np.percentile(a, 99))
+
+
+def time_step(ck: Checkpoint, events: list[NoteEvent], seed: int) -> tuple[float, float]:
+    """p50/p99 microseconds of observe + sample over the events (after a short warm-up)."""
+    stream, rng = Stream(ck, online=True), np.random.default_rng(seed)
+    for e in events[:100]:
+        stream.observe(e)
+        stream.sample(0.9, rng)
+    stream.reset()
+    clock = time.perf_counter_ns
+    times = []
+    for e in events:
+        t0 = clock()
+        stream.observe(e)
+        stream.sample(0.9, rng, low=21, high=108)
+        times.append(clock() - t0)
+    return _percentiles_us(times)
+
+
+def time_floor(model: NoteLSTM, n: int, seed: int) -> float:
+    """Median microseconds of the bare LSTM arithmetic for one event, in numpy, same weights."""
+    lstm = model.lstm
+    H, L = lstm.hidden_size, lstm.num_layers
+    w_ih = [getattr(lstm, f"weight_ih_l{k}").detach().numpy().copy() for k in range(L)]
+    w_hh = [getattr(lstm, f"weight_hh_l{k}").detach().numpy().copy() for k in range(L)]
+    b = [(getattr(lstm, f"bias_ih_l{k}") + getattr(lstm, f"bias_hh_l{k}")).detach().numpy() for k in range(L)]
+    x0 = np.random.default_rng(seed).standard_normal(lstm.input_size).astype(np.float32)
+    h = np.zeros((L, H), np.float32)
+    c = np.zeros((L, H), np.float32)
+
+    def sig(v: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-v))
+
+    clock = time.perf_counter_ns
+    times = []
+    for i in range(n + 100):
+        t0 = clock()
+        x = x0
+        for k in range(L):
+            g = w_ih[k] @ x + w_hh[k] @ h[k] + b[k]
+            c[k] = sig(g[H : 2 * H]) * c[k] + sig(g[:H]) * np.tanh(g[2 * H : 3 * H])
+            h[k] = sig(g[3 * H :]) * np.tanh(c[k])
+            x = h[k]
+        if i >= 100:
+            times.append(clock() - t0)
+    return _percentiles_us(times)[0]
+
+
+def time_naive_refeed(ck: Checkpoint, events: list[NoteEvent], reps: int = 30) -> float:
+    """Median microseconds to re-run torch over the last REFEED_WINDOW events for one prediction."""
+    tokens = torch.from_numpy(encode(events_to_array(events[-REFEED_WINDOW:]), ck.encoding))[None]
+    clock = time.perf_counter_ns
+    times = []
+    with torch.inference_mode():
+        for i in range(reps + 3):
+            t0 = clock()
+            out, _ = ck.model(tokens)
+            torch.softmax(ck.model.pitch_logits(out[0, -1:]), -1)
+            if i >= 3:
+                times.append(clock() - t0)
+    return _percentiles_us(times)[0]
+
+
+def run(model_spec: str = "default", events: int = 2000, seed: int = 0) -> dict:
+    """Measure the streaming step; JSON-able dict with p50_us, p99_us, floor_us, naive_refeed_us."""
+    torch.set_num_threads(1)
+    blas_threads = limit_blas_threads(1)
+    ck = checkpoint_for(model_spec)
+    evs = player_events(max(events, REFEED_WINDOW) + 100, np.random.default_rng(seed))
+    p50, p99 = time_step(ck, evs[100 : 100 + events], seed)
+    floor = time_floor(ck.model, events, seed)
+    naive = time_naive_refeed(ck, evs)
+    cfg = ck.config
+    return {
+        "model": model_spec,
+        "layers": cfg.layers,
+        "hidden": cfg.hidden,
+        "events": events,
+        "p50_us": round(p50, 1),
+        "p99_us": round(p99, 1),
+        "floor_us": round(floor, 1),
+        "naive_refeed_us": round(naive, 1),
+        "p50_over_floor": round(p50 / floor, 2),
+        "blas_threads": blas_threads,
+    }
+
+
+if __name__ == "__main__":  # python -m ripieno.daemon.bench_step [model] [events]
+    import json
+    import sys
+
+    args = sys.argv[1:]
+    print(json.dumps(run(args[0] if args else "random:2x256", int(args[1]) if len(args) > 1 else 2000)))
