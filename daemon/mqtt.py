@@ -58,7 +58,7 @@ QUEUE_SIZE = 64          # incoming messages waiting to be handled; more are dro
 COMMAND_RATE = 20.0      # commands per second, sustained ...
 COMMAND_BURST = 40       # ... with this burst; beyond it, refused on {base}/error
 ERROR_RATE = 20.0        # error replies per second: a flood is not answered by a flood
-STOP_GRACE_S = 1.5       # on stop, time allowed to publish offline before giving up
+STOP_GRACE_S = 1.0       # on stop, time allowed to publish offline before giving up
 
 
 # ---------------------------------------------------------------------------------- pure pieces
@@ -187,7 +187,7 @@ class _Session:
     controller: Controller
     client: aiomqtt.Client
     dirty: asyncio.Event
-    stop: asyncio.Event
+    closing: asyncio.Event   # set when ripieno stops: say offline, disconnect
     metrics_interval: float
     limiter: RateLimiter
     error_limiter: RateLimiter
@@ -198,14 +198,14 @@ class _Session:
         return self.cfg.mqtt.base_topic
 
     async def run(self) -> None:
-        """Announce, then serve until stop (publish offline, return) or an MqttError (raise)."""
+        """Announce, then serve until closing (publish offline, return) or an MqttError (raise)."""
         await self.announce()
         loaders: set[asyncio.Task] = set()
         tasks = {
             asyncio.create_task(self.consume(loaders), name="mqtt-consume"),
             asyncio.create_task(self.publish_loop(), name="mqtt-publish"),
         }
-        stopper = asyncio.create_task(self.stop.wait(), name="mqtt-stop")
+        stopper = asyncio.create_task(self.closing.wait(), name="mqtt-stop")
         try:
             done, _ = await asyncio.wait(tasks | {stopper}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -214,7 +214,7 @@ class _Session:
             await asyncio.gather(*tasks, *loaders, stopper, return_exceptions=True)
         for t in done - {stopper}:
             t.result()  # re-raise the MqttError that ended the session
-        if self.stop.is_set():
+        if self.closing.is_set():
             await self.client.publish(f"{self.base}/status", b"offline", qos=1, retain=True, timeout=STOP_GRACE_S)
             log.info("MQTT: published offline, disconnecting")
 
@@ -332,7 +332,7 @@ async def run_mqtt(
     m = cfg.mqtt
     options = client_options(cfg, env) | {"queue_type": _counting_queue(controller.stats)}
     where = f"{m.host}:{m.port}{' (TLS)' if m.tls else ''}"
-    dirty = asyncio.Event()
+    dirty, closing = asyncio.Event(), asyncio.Event()
 
     def on_state(_state: State) -> None:
         dirty.set()
@@ -349,13 +349,13 @@ async def run_mqtt(
                 client = aiomqtt.Client(**options)
             except (OSError, ValueError) as exc:  # paho loads TLS files here
                 raise ConfigError(f"{cfg.source}: [mqtt] TLS files cannot be used: {exc}") from None
-            session = _Session(cfg, controller, client, dirty, stop, metrics_interval, limiter, error_limiter)
+            session = _Session(cfg, controller, client, dirty, closing, metrics_interval, limiter, error_limiter)
             try:
-                if not await _until_stopped(_connected(client, session, where), stop) and session.connected:
+                if not await _until_stopped(_connected(client, session, where), stop, closing) and session.connected:
                     log.warning("MQTT: stopped before offline could be published (the broker will publish the Will)")
                 return
             except aiomqtt.MqttError as exc:
-                if stop.is_set():
+                if closing.is_set():
                     log.warning("MQTT: could not say offline on the way out (%s); the broker will publish the Will", exc)
                     return
                 if session.connected:
@@ -423,25 +423,36 @@ async def _connected(client: aiomqtt.Client, session: _Session, where: str) -> N
         await session.run()
 
 
-async def _until_stopped(work: Any, stop: asyncio.Event) -> bool:
-    """Run work; once stop is set, give it STOP_GRACE_S to finish (publish offline), then cancel it.
+async def _until_stopped(work: Any, stop: asyncio.Event, closing: asyncio.Event) -> bool:
+    """Run work until it ends or stop is set; then set closing and give it STOP_GRACE_S to say offline.
 
-    Keeps shutdown prompt even when stop arrives in the middle of a connect or a backoff.
-    Returns False when work had to be cancelled; re-raises what work raised.
+    The same happens when this task is cancelled (a daemon shutting down may cancel rather than
+    wait), so a clean exit publishes offline either way. Keeps shutdown prompt even when stop
+    arrives in the middle of a connect. Returns False when work had to be cancelled.
     """
     task = asyncio.create_task(work)
     stopper = asyncio.create_task(stop.wait())
     try:
         await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        if not task.done():
-            await asyncio.wait({task}, timeout=STOP_GRACE_S)
+    except asyncio.CancelledError:
+        await _close(task, closing)
+        raise
     finally:
         stopper.cancel()
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                await task
+    if not task.done():
+        await _close(task, closing)
     if task.cancelled():
         return False
     task.result()
     return True
+
+
+async def _close(task: asyncio.Task, closing: asyncio.Event) -> None:
+    closing.set()
+    try:
+        await asyncio.wait({task}, timeout=STOP_GRACE_S)
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                await task

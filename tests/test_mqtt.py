@@ -14,7 +14,8 @@ import pytest
 
 from mqtt_helpers import Observer, RecordingActions, mqtt_config, running
 from ripieno.daemon import mqtt as mqttmod
-from ripieno.daemon.commands import MAX_PAYLOAD, State, cc_command
+from peers import free_port
+from ripieno.daemon.commands import MAX_PAYLOAD, Controller, State, cc_command
 
 STATE_KEYS = {"enabled", "mode", "temperature", "silence_s", "model", "input", "output", "notes_in", "notes_out"}
 
@@ -178,6 +179,31 @@ async def test_clean_exit_publishes_offline(broker):
     async with Observer(broker.host, broker.port, [f"{base}/status"]) as late:  # and it stays retained
         seen = await late.wait_for(f"{base}/status")
         assert seen.value == "offline" and seen.retain
+
+
+async def test_cancelled_on_shutdown_still_publishes_offline(broker):
+    """A daemon may set stop and cancel the MQTT task at once: offline must still go out."""
+    cfg = mqtt_config(broker.host, broker.port)
+    base = cfg.mqtt.base_topic
+    stop = asyncio.Event()
+    task = asyncio.create_task(mqttmod.run_mqtt(cfg, Controller(cfg, RecordingActions()), stop))
+    async with Observer(broker.host, broker.port, [f"{base}/status"]) as obs:
+        await obs.wait_for(f"{base}/status", lambda v: v == "online")
+        stop.set()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 5)
+        await obs.wait_for(f"{base}/status", lambda v: v == "offline")
+
+
+async def test_stop_while_the_broker_is_unreachable_returns_promptly():
+    cfg = mqtt_config("127.0.0.1", free_port())  # nobody listens here
+    stop = asyncio.Event()
+    task = asyncio.create_task(mqttmod.run_mqtt(cfg, Controller(cfg, RecordingActions()), stop))
+    await asyncio.sleep(0.5)
+    assert not task.done()
+    stop.set()
+    await asyncio.wait_for(task, mqttmod.STOP_GRACE_S + 1)
 
 
 async def test_instances_under_distinct_base_topics_do_not_interfere(broker):
