@@ -14,6 +14,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_fit_command(sub)
+    add_eval_command(sub)
     add_bench_command(sub)
     return p
 
@@ -116,6 +117,17 @@ def run_fit(args: argparse.Namespace) -> int:
     if dist.main:
         print(json.dumps(result.summary()))
     return 0
+
+
+# --------------------------------------------------------------------------------------- eval
+
+
+def add_eval_command(sub: argparse._SubParsersAction) -> None:
+    from .evaluate import add_arguments, run
+
+    e = sub.add_parser("eval", help="score a model on MIDI files against the unigram and Markov baselines", description="Evaluate a model through its streaming path; the last stdout line is JSON.")
+    add_arguments(e)
+    e.set_defaults(func=run)
 
 
 # -------------------------------------------------------------------------------------- bench

@@ -1,0 +1,215 @@
+"""`ripieno-train eval`: a model scored the way the daemon runs it, against the baselines.
+
+Per file, every note except the first is predicted from the notes before it in that file only,
+streamed one event at a time through the model's `Stream` (online adaptation included, reset
+between files), exactly as the daemon would. The baselines score the very same notes:
+
+- pitch_nll: mean negative log-likelihood of the true pitch, nats per predicted note (micro-
+  averaged over all files); pitch_acc: how often the most probable pitch was the true one.
+- jsd_pitch / jsd_step / jsd_duration: each file of at least 4 notes is continued from its
+  first half by sampling (temperature, seeded rng; the stream forked at the half-way point, the
+  sampled notes observed as ripieno's own); the histograms of all continuations are compared
+  with those of the true second halves they replace (JSD in bits, see metrics.py).
+- baseline_unigram_nll, baseline_markov_nll: markov.py's baselines trained on the model's
+  training split.
+
+The training split is rebuilt from the checkpoint's meta (written by `fit`), so eval needs no
+side files: meta["data"]["corpus"] (music21 names) or meta["data"]["midi"] (a folder), and
+meta["data"]["split"]["val_fraction"/"test_fraction"]; the same dedupe and hash split as fit
+give the same training pieces (checked against meta["data"]["train_pieces"] when present).
+`--train-corpus`/`--train-midi` override this for checkpoints without that meta.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from tqdm import tqdm
+
+from ripieno.model.events import NoteEvent, array_to_events
+from ripieno.training import metrics
+from ripieno.training.markov import MarkovBaseline, Unigram, corpus_markov
+from ripieno.training.pieces import Piece, dedupe, split
+
+log = logging.getLogger(__name__)
+
+KEYS = ("files", "events", "pitch_nll", "pitch_acc", "jsd_pitch", "jsd_step", "jsd_duration", "baseline_unigram_nll", "baseline_markov_nll")
+MIN_CONTINUE = 4  # notes a file needs to be continued from its first half
+
+
+class EvalError(Exception):
+    """An evaluation that cannot run; str() is the one line for the user."""
+
+
+class StreamLike(Protocol):
+    def observe(self, event: NoteEvent) -> None: ...
+    def predict(self) -> Any: ...  # .pitch_probs (128,)
+    def sample(self, temperature: float, rng: np.random.Generator) -> NoteEvent: ...
+    def fork(self) -> StreamLike: ...
+    def reset(self) -> None: ...
+
+
+def _stream_factory(model: Any) -> Callable[[], StreamLike]:
+    """A Checkpoint gives the daemon's Stream; anything else is taken as a factory of stream-likes."""
+    from ripieno.model.checkpoint import Checkpoint
+    from ripieno.model.stream import Stream
+
+    if isinstance(model, Checkpoint):
+        return lambda: Stream(model)
+    if not callable(model):
+        raise EvalError(f"expected a Checkpoint or a stream factory, got {type(model).__name__}")
+    return model
+
+
+def evaluate(
+    checkpoint_or_stream_factory: Any,
+    pieces: Sequence[Piece],
+    train_pieces_for_baseline: Sequence[Piece],
+    temperature: float = 1.0,
+    seed: int = 0,
+    progress: bool = False,
+) -> dict[str, float | int]:
+    """The eval figures (KEYS) of a model on pieces; see the module docstring for definitions."""
+    stream = _stream_factory(checkpoint_or_stream_factory)()
+    rng = np.random.default_rng(seed)
+    unigram = Unigram(train_pieces_for_baseline)
+    markov = MarkovBaseline(corpus_markov(train_pieces_for_baseline))
+    n_events = 0
+    total = {"model": 0.0, "unigram": 0.0, "markov": 0.0}
+    correct = 0
+    true_tail: list[np.ndarray] = []
+    sampled_tail: list[np.ndarray] = []
+    files = 0
+    for piece in tqdm(pieces, unit="file", desc="eval", disable=not progress):
+        events = array_to_events(piece.events)
+        if not events:
+            continue
+        files += 1
+        stream.reset()
+        half = len(events) // 2 if len(events) >= MIN_CONTINUE else -1
+        truth_p = np.empty(len(events) - 1)
+        for t, e in enumerate(events):
+            if t == half:
+                sampled_tail.append(_continue(stream.fork(), len(events) - half, temperature, rng))
+                true_tail.append(piece.events[half:, :3].astype(np.float64))
+            if t > 0:
+                probs = stream.predict().pitch_probs
+                truth_p[t - 1] = probs[e.pitch]
+                correct += int(np.argmax(probs) == e.pitch)
+            stream.observe(e)
+        pitches = [e.pitch for e in events]
+        total["model"] += metrics.nll(truth_p)
+        total["unigram"] += unigram.piece_nll(pitches)[0]
+        total["markov"] += markov.piece_nll(pitches)[0]
+        n_events += len(events) - 1
+    if n_events == 0:
+        raise EvalError("nothing to evaluate: no file has two or more notes")
+    out: dict[str, float | int] = {
+        "files": files,
+        "events": n_events,
+        "pitch_nll": total["model"] / n_events,
+        "pitch_acc": correct / n_events,
+        **_jsds(true_tail, sampled_tail),
+        "baseline_unigram_nll": total["unigram"] / n_events,
+        "baseline_markov_nll": total["markov"] / n_events,
+    }
+    return {k: out[k] for k in KEYS}
+
+
+def _continue(stream: StreamLike, n: int, temperature: float, rng: np.random.Generator) -> np.ndarray:
+    """(n, 3) pitch, step, duration of n notes sampled one after another from the stream."""
+    rows = np.empty((n, 3))
+    for i in range(n):
+        e = stream.sample(temperature, rng)
+        rows[i] = (e.pitch, e.step, e.duration)
+        stream.observe(e)
+    return rows
+
+
+def _jsds(true_tail: list[np.ndarray], sampled_tail: list[np.ndarray]) -> dict[str, float]:
+    if not true_tail:
+        return {"jsd_pitch": math.nan, "jsd_step": math.nan, "jsd_duration": math.nan}
+    t, s = np.concatenate(true_tail), np.concatenate(sampled_tail)
+    return {
+        "jsd_pitch": metrics.jsd(metrics.pitch_histogram(t[:, 0]), metrics.pitch_histogram(s[:, 0])),
+        "jsd_step": metrics.jsd(metrics.time_histogram(t[:, 1]), metrics.time_histogram(s[:, 1])),
+        "jsd_duration": metrics.jsd(metrics.time_histogram(t[:, 2]), metrics.time_histogram(s[:, 2])),
+    }
+
+
+# --- where the baselines' training pieces come from ---------------------------------------
+
+
+def training_split(meta: dict[str, Any], train_corpus: list[str] | None = None, train_midi: Path | None = None) -> list[Piece]:
+    """The model's training pieces, rebuilt from checkpoint meta (or the overrides) with fit's dedupe and split."""
+    data = dict(meta.get("data") or {})
+    sp = data.get("split") or {}
+    val, test = float(sp.get("val_fraction", 0.05)), float(sp.get("test_fraction", 0.05))
+    if train_corpus:
+        data = {"corpus": train_corpus}
+    elif train_midi is not None:
+        data = {"midi": str(train_midi)}
+    if data.get("corpus"):
+        from ripieno.training.corpus import load_corpus
+
+        pieces = load_corpus(list(data["corpus"]))
+    elif data.get("midi"):
+        from ripieno.training.midi_io import read_midi_dir
+
+        pieces = read_midi_dir(data["midi"])
+    else:
+        raise EvalError("the checkpoint does not record its training data (meta.data.corpus or meta.data.midi): pass --train-corpus NAMES or --train-midi DIR")
+    train = split(dedupe(pieces), val=val, test=test)["train"]
+    want = data.get("train_pieces")
+    if want is not None and want != len(train):
+        log.warning("rebuilt training split has %d pieces, the checkpoint recorded %d: the baselines may differ from training's", len(train), want)
+    if not train:
+        raise EvalError("the baselines' training split is empty")
+    return train
+
+
+# --- CLI ------------------------------------------------------------------------------------
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="default", help="'default' (the bundled model) or a checkpoint path")
+    p.add_argument("--midi", type=Path, required=True, metavar="DIR", help="evaluate every .mid/.midi under DIR, recursively")
+    p.add_argument("--json", action="store_true", help="print only the JSON line")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--train-corpus", nargs="+", metavar="NAMES", help="baselines' training data, if the checkpoint does not record it")
+    src.add_argument("--train-midi", type=Path, metavar="DIR", help="baselines' training data, if the checkpoint does not record it")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of the continuations (JSDs)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ripieno.model.checkpoint import CheckpointError, load
+    from ripieno.training.corpus import CorpusError
+    from ripieno.training.midi_io import MidiReadError, read_midi_dir
+
+    try:
+        ck = load(args.model)
+        pieces = read_midi_dir(args.midi)
+        if not pieces:
+            raise EvalError(f"--midi {args.midi}: no readable MIDI files with notes")
+        names = [n for a in (args.train_corpus or []) for n in a.split(",") if n]
+        train = training_split(ck.meta, names or None, args.train_midi)
+        result = evaluate(ck, pieces, train, temperature=args.temperature, seed=args.seed, progress=not args.no_progress)
+    except (EvalError, CheckpointError, CorpusError, MidiReadError, OSError) as e:
+        log.error("%s", e)
+        return 2
+    if not args.json:
+        for k in KEYS:
+            v = result[k]
+            print(f"{k:22s} {v:.4f}" if isinstance(v, float) else f"{k:22s} {v}")  # noqa: T201 - CLI result
+    # strict JSON: a figure that could not be computed (e.g. no file long enough to continue) is null
+    print(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in result.items()}))
+    return 0
