@@ -1,0 +1,84 @@
+"""`ripieno continue`: same seed same file, another seed another, every note closed, clear errors."""
+
+from __future__ import annotations
+
+import subprocess
+
+import mido
+import pytest
+
+from peers import BIN
+from tiny_model import tiny_checkpoint
+
+
+def write_prompt(path, pitches=(60, 62, 64, 65, 67, 65, 64, 62, 60)) -> None:
+    mid = mido.MidiFile()
+    tr = mido.MidiTrack()
+    mid.tracks.append(tr)
+    tr.append(mido.Message("note_on", channel=9, note=36, velocity=100, time=0))  # drums: not part of the prompt
+    for p in pitches:
+        tr.append(mido.Message("note_on", note=p, velocity=80, time=0))
+        tr.append(mido.Message("note_off", note=p, velocity=0, time=200))
+    mid.save(path)
+
+
+def closed_notes(path) -> tuple[int, int, set]:
+    """(note-ons, note-offs, still open) over the whole file, per channel and pitch."""
+    open_: dict = {}
+    ons = offs = 0
+    for msg in mido.MidiFile(path):
+        if msg.type == "note_on" and msg.velocity > 0:
+            ons += 1
+            open_[(msg.channel, msg.note)] = open_.get((msg.channel, msg.note), 0) + 1
+        elif msg.type in ("note_off", "note_on"):
+            offs += 1
+            open_[(msg.channel, msg.note)] = open_.get((msg.channel, msg.note), 0) - 1
+    return ons, offs, {k for k, v in open_.items() if v}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cont")
+    write_prompt(d / "prompt.mid")
+    return d, tiny_checkpoint(d / "tiny.pt")
+
+
+def cont(d, model, out, *extra):
+    r = subprocess.run([str(BIN / "ripieno"), "continue", str(d / "prompt.mid"), "-o", str(d / out), "--model", str(model), *extra],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return (d / out).read_bytes()
+
+
+def test_same_seed_same_file_other_seed_other_file_all_notes_closed(setup):
+    d, model = setup
+    a = cont(d, model, "a.mid", "--seed", "7", "--events", "12", "--png", str(d / "a.png"))
+    b = cont(d, model, "b.mid", "--seed", "7", "--events", "12")
+    c = cont(d, model, "c.mid", "--seed", "8", "--events", "12")
+    assert a == b and a != c
+    ons, offs, still_open = closed_notes(d / "a.mid")
+    assert ons == offs == 9 + 12 and still_open == set()
+    prompt_track, ripieno_track = mido.MidiFile(d / "a.mid").tracks[1:]
+    assert sum(m.type == "note_on" for m in prompt_track) == 9  # the prompt comes first, drums dropped
+    assert (d / "a.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_accompany_continuation_overlaps_the_prompt(setup):
+    d, model = setup
+    cont(d, model, "acc.mid", "--seed", "3", "--mode", "accompany")
+    ripieno = mido.MidiFile(d / "acc.mid").tracks[2]
+    t, first = 0, None
+    for m in ripieno:
+        t += m.time
+        if m.type == "note_on" and first is None:
+            first = t
+    assert first is not None and first < 9 * 200 * 2  # starts before the prompt's end (in ticks)
+    assert closed_notes(d / "acc.mid")[2] == set()
+
+
+def test_bad_prompt_and_bad_model_are_one_line_errors(setup, tmp_path):
+    d, model = setup
+    (tmp_path / "junk.mid").write_bytes(b"not midi at all")
+    for args in ([str(tmp_path / "junk.mid"), "--model", str(model)], [str(d / "prompt.mid"), "--model", str(tmp_path / "nope.pt")]):
+        r = subprocess.run([str(BIN / "ripieno"), "continue", *args, "-o", str(tmp_path / "x.mid")], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr

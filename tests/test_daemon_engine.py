@@ -1,0 +1,176 @@
+"""The engine on a virtual clock with a tiny real model: modes, interruption, limits, smash, panic."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+from ripieno.daemon.config import Config, EngineConfig
+from ripieno.daemon.continue_cmd import OfflineOutput
+from ripieno.daemon.engine import Engine, scaled_velocity, snap, tempo_scale
+from ripieno.daemon.listener import Event, KeyDown, KeyUp
+from ripieno.daemon.scheduler import Scheduler
+from ripieno.model import checkpoint
+from ripieno.model.stream import Stream
+from tiny_model import tiny_checkpoint
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return checkpoint.load(tiny_checkpoint(tmp_path_factory.mktemp("m") / "tiny.pt"))
+
+
+def make(ckpt, seed: int = 1, **engine_kw) -> tuple[Engine, OfflineOutput]:
+    cfg = dataclasses.replace(EngineConfig(), **engine_kw)
+    out = OfflineOutput(Scheduler(0, cfg.max_polyphony), [0.0])
+    return Engine(cfg, Stream(ckpt), out, np.random.default_rng(seed), clock=lambda: out.clock[0]), out
+
+
+def phrase(t0: float, pitches: list[int], step: float = 0.25, dur: float = 0.2, vel: int = 90, ch: int = 0) -> list[Event]:
+    evs: list[Event] = []
+    for i, p in enumerate(pitches):
+        t = t0 + i * step
+        evs += [KeyDown(t, ch, p, vel), KeyUp(t + dur, ch, p, dur)]
+    return sorted(evs, key=lambda e: (e.t, isinstance(e, KeyDown)))
+
+
+def drive(engine: Engine, out: OfflineOutput, inputs: list[Event], until: float) -> None:
+    """Virtual time: jump to the next input, engine wake-up or scheduled message, up to `until`."""
+    i = 0
+    for _ in range(200_000):
+        cands = [engine.next_wakeup(), out.scheduler.next_time(), inputs[i].t if i < len(inputs) else None]
+        cands = [c for c in cands if c is not None and c <= until]
+        if not cands:
+            break
+        now = max(out.clock[0], min(cands))
+        out.clock[0] = now
+        while i < len(inputs) and inputs[i].t <= now:
+            engine.handle(inputs[i])
+            i += 1
+        engine.poll(now)
+        out.flush(now)
+    out.clock[0] = until
+
+
+def ons(out: OfflineOutput) -> list[tuple[float, list[int]]]:
+    return [(t, m) for t, m in out.sent if m[0] & 0xF0 == 0x90 and m[2] > 0]
+
+
+def sounding(out: OfflineOutput) -> set[int]:
+    on: set[int] = set()
+    for _, m in out.sent:
+        if m[0] & 0xF0 == 0x90 and m[2] > 0:
+            on.add(m[1])
+        elif m[0] & 0xF0 == 0x80:
+            on.discard(m[1])
+        elif m[0] & 0xF0 == 0xB0 and m[1] in (120, 123):
+            on.clear()
+    return on
+
+
+def test_call_answers_after_the_rest_and_never_during_the_phrase(ckpt):
+    engine, out = make(ckpt, silence_s=0.5)
+    notes = phrase(1.0, [60, 62, 64, 65, 67, 69, 71, 72])  # 1.0 .. 2.95
+    drive(engine, out, notes, until=12.0)
+    answer = ons(out)
+    assert answer, "no answer"
+    last_release = max(e.t for e in notes)
+    assert min(t for t, _ in answer) >= last_release + 0.5
+    assert max(t for t, _ in answer) <= last_release + 0.5 + 0.1 + 1.95 + 0.05  # about the phrase's length
+    assert sounding(out) == set() and out.scheduler.open == set()
+
+
+def test_call_stops_the_moment_the_player_plays_again(ckpt):
+    engine, out = make(ckpt, silence_s=0.3, max_notes_per_s=50.0)
+    drive(engine, out, phrase(0.0, [60, 64, 67, 72] * 4, step=0.2), until=3.6)  # answer under way
+    assert ons(out) and engine.plan is not None
+    out.sent.clear()
+    was_sounding = set(out.scheduler.open)
+    assert was_sounding
+    drive(engine, out, [KeyDown(3.6, 0, 50, 80)], until=3.6)
+    assert {m[1] for _, m in out.sent if m[0] & 0xF0 == 0x80} == was_sounding
+    assert all(t == 3.6 for t, _ in out.sent)
+    drive(engine, out, [KeyUp(3.65, 0, 50, 0.05)], until=3.65 + 0.29)
+    assert ons(out) == [] and out.scheduler.open == set()
+
+
+def test_accompany_plays_during_the_phrase_and_falls_silent_soon_after(ckpt):
+    engine, out = make(ckpt, mode="accompany", max_notes_per_s=50.0)
+    notes = phrase(0.0, [60, 62, 64, 65, 67, 65, 64, 62] * 3, step=0.25)  # 0 .. 5.75
+    drive(engine, out, notes, until=12.0)
+    times = [t for t, _ in ons(out)]
+    assert sum(1 for t in times if t < 5.75) >= 3, times
+    assert max(times) <= 5.75 + 2.0
+    assert sounding(out) == set()
+
+
+def test_limits_rate_range_polyphony_and_velocity(ckpt):
+    engine, out = make(ckpt, silence_s=0.2, max_notes_per_s=8.0, max_polyphony=2, low_pitch=48, high_pitch=60, answer_s=20.0)
+    drive(engine, out, phrase(0.0, [70, 72, 74] * 20, step=0.15, vel=30), until=40.0)
+    answer = ons(out)
+    assert len(answer) >= 8
+    times = [t for t, _ in answer]
+    assert max(sum(1 for u in times if t <= u < t + 1.0) for t in times) <= 8
+    assert all(48 <= m[1] <= 60 for _, m in answer)
+    assert np.mean([m[2] for _, m in answer]) < 60  # soft player, soft answer
+    open_: set[int] = set()
+    for _, m in out.sent:  # never more than 2 voices at once
+        if m[0] & 0xF0 == 0x90:
+            open_.add(m[1])
+        elif m[0] & 0xF0 == 0x80:
+            open_.discard(m[1])
+        assert len(open_) <= 2
+
+
+def test_smash_is_not_answered_with_a_wall_and_the_next_phrase_is_answered(ckpt):
+    engine, out = make(ckpt, silence_s=0.5)
+    rng = np.random.default_rng(0)
+    smash: list[Event] = []
+    for k in range(1500):
+        t, ch, p = k / 1500, int(rng.integers(16)), int(rng.integers(128))
+        smash += [KeyDown(t, ch, p, int(rng.integers(1, 128))), KeyUp(t + 0.01, ch, p, 0.01)]
+    smash.sort(key=lambda e: e.t)
+    drive(engine, out, smash, until=6.0)
+    assert len(ons(out)) <= 36
+    assert engine.stats.dropped > 0  # most of the smash never became model steps
+    out.sent.clear()
+    drive(engine, out, phrase(6.0, [60, 62, 64, 65, 67]), until=12.0)
+    assert len(ons(out)) >= 1
+
+
+def test_mode_change_and_panic_silence_everything(ckpt):
+    engine, out = make(ckpt, mode="accompany")
+    drive(engine, out, phrase(0.0, [60, 62, 64, 65] * 4, step=0.2), until=2.0)
+    assert out.scheduler.open or out.scheduler.planned
+    engine.set_state("call", True, 0.9, 0.8)
+    assert [m for _, m in out.sent[-3:]] == [[0xB0, 64, 0], [0xB0, 123, 0], [0xB0, 120, 0]]
+    assert out.scheduler.open == set() and out.scheduler.planned == []
+    assert engine.next_wakeup() is None
+
+
+def test_off_mode_listens_without_playing(ckpt):
+    engine, out = make(ckpt, mode="off")
+    drive(engine, out, phrase(0.0, [60, 62, 64]), until=5.0)
+    assert ons(out) == [] and engine.stats.notes_in == 3
+
+
+def test_long_session_stays_finite_and_bounded(ckpt):
+    engine, out = make(ckpt, mode="accompany", max_notes_per_s=40.0)
+    rng = np.random.default_rng(5)
+    notes = phrase(0.0, [int(p) for p in rng.integers(40, 90, 3000)], step=0.1, dur=0.08)
+    drive(engine, out, notes, until=305.0)
+    assert engine.stats.notes_out > 1000
+    assert all(math.isfinite(x) for x in engine.stream.h.ravel()) if hasattr(engine.stream, "h") else True
+    assert len(engine.recent_out) <= 40 and len(engine.model_steps) <= 32 and len(out.scheduler.planned) < 50
+
+
+def test_pure_helpers():
+    assert tempo_scale(None, [0.2] * 8) == 1.0
+    assert tempo_scale(0.5, [0.25] * 8) == 2.0 and tempo_scale(0.5, [0.01] * 8) == 2.0
+    assert tempo_scale(0.3, [0.2, 0.3, 0.4, 0.3]) == 1.0
+    assert scaled_velocity(100, 100.0, 40.0) == 40
+    assert snap(1.12, 1.0, 0.25, 1.0) == 1.0 and snap(1.2, 1.0, 0.25, 1.1) == 1.25
+    assert Config().engine.mode == "call"
