@@ -144,3 +144,21 @@ def test_top_p_restricts_to_the_nucleus():
     nucleus = float(np.sort(p)[::-1][:2].sum())  # keeps at most the top 2 .. 3 pitches
     drawn = {s.sample(1.0, rng, top_p=nucleus).pitch for _ in range(100)}
     assert drawn <= top
+
+
+def test_fork_never_teaches_the_parent_and_copy_online_isolates_both_ways():
+    ck = tiny_checkpoint()
+    s = Stream(ck)
+    for e in piece(30, seed=4):
+        s.observe(e)
+    learned = len(s.online.vom)
+    cheap, deep = s.fork(), s.fork(copy_online=True)
+    for e in piece(10, seed=5):  # player notes heard by the forks only
+        cheap.observe(NoteEvent(e.pitch, e.step, e.duration, e.velocity, Role.PLAYER))
+        deep.observe(NoteEvent(e.pitch, e.step, e.duration, e.velocity, Role.PLAYER))
+    assert len(s.online.vom) == learned and len(cheap.online.vom) == learned
+    assert len(deep.online.vom) == learned + 10
+    before = deep.predict().pitch_probs
+    for e in piece(10, seed=6):
+        s.observe(e)
+    np.testing.assert_array_equal(deep.predict().pitch_probs, before)
