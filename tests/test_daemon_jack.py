@@ -1,0 +1,121 @@
+"""`ripieno run` through real JACK ports: answers, accompaniment, SIGTERM, hot-plug, garbage and smash.
+
+The keyboard and synth are real JACK clients (tests/peers.py); the model is a tiny untrained
+checkpoint, so what it plays is noise, but when and how much it plays is the engine's.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+
+import pytest
+
+from peers import Keyboard, Synth, wait_until
+from tiny_model import tiny_checkpoint
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.pt")
+
+
+def config(model, mode="call", input="virtual", output="virtual", silence_s=0.4, extra="") -> str:
+    return (f'[midi]\napi = "jack"\ninput = "{input}"\noutput = "{output}"\n'
+            f'[engine]\nmode = "{mode}"\nmodel = "{model}"\nsilence_s = {silence_s}\nseed = 5\n{extra}')
+
+
+def start_wired(daemon, jack, keyboard, synth, text):
+    d = daemon(text)
+    jack.wait_for_port("ripieno:in", timeout=60)
+    jack.wait_for_port("ripieno-out:out", timeout=10)
+    d.wait_log("ripieno is up")
+    jack.connect(keyboard.port, "ripieno:in")
+    jack.connect("ripieno:out", synth.port)
+    return d
+
+
+def test_call_answers_after_the_rest_not_during_and_sigterm_mid_answer_leaves_nothing_sounding(jack, daemon, keyboard, synth, model):
+    d = start_wired(daemon, jack, keyboard, synth, config(model, extra="answer_s = 20.0\n"))
+    keyboard.phrase([60, 62, 64, 65, 67, 65, 64, 62], step=0.2, dur=0.15)
+    phrase_end = time.monotonic()
+    assert synth.note_ons() == [], "ripieno played over the player"
+    first = wait_until(synth.note_ons, 5, what="an answer")[0]
+    assert first.t - phrase_end >= 0.4 - 0.06  # the rest before it (minus the last note's release gap)
+    assert synth.sounding(), "nothing sounding mid-answer"
+    assert d.stop(signal.SIGTERM, timeout=2.0) == 0, d.log()
+    assert synth.sounding() == set(), synth.messages()
+    assert [m.msg for m in synth.messages()[-3:]] == [[0xB0, 64, 0], [0xB0, 123, 0], [0xB0, 120, 0]]
+    assert "ripieno:in" not in jack.ports() and "ripieno-out:out" not in jack.ports()
+
+
+def test_accompany_plays_during_the_phrase(jack, daemon, keyboard, synth, model):
+    d = start_wired(daemon, jack, keyboard, synth, config(model, mode="accompany", extra="max_notes_per_s = 40.0\n"))
+    keyboard.phrase([60, 62, 64, 65, 67, 65, 64, 62] * 2, step=0.2, dur=0.15)
+    during = synth.note_ons()
+    assert len(during) >= 2, d.log()[-2000:]
+    time.sleep(2.5)
+    n = len(synth.note_ons())
+    time.sleep(0.5)
+    assert len(synth.note_ons()) == n, "still playing long after the player stopped"
+    assert synth.sounding() == set()
+    assert d.stop(signal.SIGINT) == 0
+
+
+def test_unplug_and_replug_keyboard_and_synth(jack, daemon, model):
+    kbd, syn = Keyboard("hotkbd"), Synth("hotsynth")
+    try:
+        jack.wait_for_port(kbd.port)
+        jack.wait_for_port(syn.port)
+        d = daemon(config(model, input="HOTKBD", output="hotsynth", silence_s=0.3))
+        d.wait_log("ripieno is up", timeout=60)
+        kbd.phrase([60, 64, 67], step=0.15, dur=0.1)
+        wait_until(syn.note_ons, 5, what="an answer before unplugging")
+        kbd.close()
+        syn.close()
+        d.wait_log("input port hotkbd:out disappeared", timeout=5)
+        d.wait_log("output port hotsynth:in disappeared", timeout=5)
+        kbd, syn = Keyboard("hotkbd"), Synth("hotsynth")
+        t0 = time.monotonic()
+        wait_until(lambda: d.log().count("connected input to hotkbd:out") == 2 and d.log().count("connected output to hotsynth:in") == 2,
+                   5, what="reconnection within 5 s")
+        assert time.monotonic() - t0 <= 5.0
+        kbd.phrase([60, 64, 67], step=0.15, dur=0.1)
+        wait_until(syn.note_ons, 5, what="an answer after replugging")
+        assert d.stop() == 0
+        assert syn.sounding() == set()
+    finally:
+        kbd.close()
+        syn.close()
+
+
+def test_garbage_and_a_smash_neither_crash_nor_flood_and_the_next_phrase_is_answered(jack, daemon, keyboard, synth, model):
+    d = start_wired(daemon, jack, keyboard, synth, config(model, silence_s=0.5))
+    rng = random.Random(1)
+    garbage = [[0xF0, 1, 2, 3, 0xF7], [0xF8] * 1, [62, 100], [0x80, 61, 0], [0x90, 61, 0], [0xE0, 0, 64], [0xC0, 5], [0xD0, 9], [0xF0, 1, 2]]
+    for _ in range(300):
+        keyboard.send(rng.choice(garbage))
+        keyboard.send([0xB0 | rng.randrange(16), rng.choice([2, 7, 10, 74]), rng.randrange(128)])
+        keyboard.send([0xF8])
+    for _ in range(200):
+        keyboard.send([rng.randrange(128), rng.randrange(128)])  # orphan data bytes
+    time.sleep(0.3)
+    synth.clear()
+    t_end = time.monotonic() + 1.0
+    k = 0
+    while time.monotonic() < t_end:  # ~1,500 notes in a second on all channels
+        ch, p = rng.randrange(16), rng.randrange(128)
+        keyboard.send([0x90 | ch, p, rng.randrange(1, 128)])
+        keyboard.send([0x80 | ch, p, 0])
+        k += 1
+        time.sleep(0.0006)
+    time.sleep(3.5)
+    assert k >= 1000
+    assert len(synth.note_ons()) <= 36, f"{len(synth.note_ons())} notes answered a smash"
+    assert synth.sounding() == set()
+    synth.clear()
+    keyboard.phrase([60, 62, 64, 65, 67], step=0.2, dur=0.15)
+    wait_until(synth.note_ons, 5, what="an answer to the phrase after the smash")
+    assert d.proc.poll() is None
+    assert d.stop() == 0
