@@ -196,7 +196,7 @@ class Sums:
         self.values = torch.zeros(len(HEADS) + 1, dtype=torch.float64)
 
     def add(self, losses: dict[str, torch.Tensor], rows: int) -> None:
-        self.values[:-1] += torch.tensor([float(losses[h]) for h in HEADS], dtype=torch.float64) * rows
+        self.values[:-1] += torch.tensor([float(losses[h].detach()) for h in HEADS], dtype=torch.float64) * rows
         self.values[-1] += rows
 
     def reduce(self, dist: Dist) -> Sums:
@@ -382,7 +382,7 @@ def _fit(
             global_step += 1
             bar.update()
             if i % 20 == 0:
-                bar.set_postfix(loss=f"{float(losses['total']):.3f}", pitch=f"{float(losses['pitch']):.3f}")
+                bar.set_postfix(loss=f"{float(losses['total'].detach()):.3f}", pitch=f"{float(losses['pitch'].detach()):.3f}")
                 if deadline is not None and any_rank(time.monotonic() > deadline, dist, device):
                     timed_out = True
                     break
