@@ -104,3 +104,14 @@ def test_single_file_errors_are_one_line(tmp_path: Path) -> None:
     assert "\n" not in str(e.value)
     with pytest.raises(MidiReadError, match="not a directory"):
         read_midi_dir(tmp_path / "nope")
+
+
+def test_the_in_repo_files() -> None:
+    pieces = {p.id: p for p in read_midi_dir(Path(__file__).parent / "data" / "midi")}
+    assert sorted(pieces) == ["chorale_like.mid", "song_aabb.mid", "waltz_two_tempi.mid"]
+    waltz = pieces["waltz_two_tempi.mid"].events
+    assert 42 not in waltz[:, 0]  # the drum channel's hi-hat is not a note
+    onsets = np.cumsum(waltz[:, 1])
+    # 150 bpm for the first 12 beats (0.4 s each), then 120 bpm (0.5 s each): the last bass note, beat 23, is at 10.3 s
+    assert onsets[-1] == pytest.approx(12 * 0.4 + 11 * 0.5, abs=1e-3)
+    assert (pieces["chorale_like.mid"].events[:4, 1] == 0).all()  # four voices struck together
