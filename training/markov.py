@@ -93,3 +93,100 @@ def mean_nll(model: Unigram | MarkovBaseline, pieces: Iterable[Piece | np.ndarra
         total += s
         n += k
     return total / n if n else math.nan
+
+
+def _alone(corpus: WittenBell, pieces: Sequence[Piece]) -> float:
+    """Nats per predicted note of expert (a) by itself."""
+    total, n = 0.0, 0
+    for seq in _pitch_lists(pieces):
+        for t in range(1, len(seq)):
+            total -= math.log(corpus.prob(seq[max(0, t - corpus.max_order) : t], seq[t]))
+            n += 1
+    return total / n if n else math.nan
+
+
+def _alone_online(pieces: Sequence[Piece]) -> float:
+    """Nats per predicted note of expert (b) by itself (it starts each file knowing nothing)."""
+    total, n = 0.0, 0
+    for seq in _pitch_lists(pieces):
+        online = OnlineSequenceModel(ONLINE_ORDER, N_PITCHES)
+        for t, x in enumerate(seq):
+            if t:
+                total -= math.log(online.prob(x))
+                n += 1
+            online.observe(x)
+    return total / n if n else math.nan
+
+
+def _timings_us(pieces: Sequence[Piece], corpus: WittenBell) -> dict[str, float]:
+    """Per-note cost of the n-gram calls a Stream or the baseline makes, in microseconds."""
+    import time
+
+    obs, prd, cor = [], [], []
+    for p in pieces:
+        online = OnlineSequenceModel(ONLINE_ORDER, N_PITCHES)
+        seq = [int(x) for x in p.events[:, 0]]
+        for t, x in enumerate(seq):
+            t0 = time.perf_counter()
+            online.probs()
+            t1 = time.perf_counter()
+            online.observe(x)
+            t2 = time.perf_counter()
+            corpus.probs(seq[max(0, t - corpus.max_order) : t])
+            t3 = time.perf_counter()
+            prd.append(t1 - t0)
+            obs.append(t2 - t1)
+            cor.append(t3 - t2)
+    out = {}
+    for name, xs in (("online16_probs", prd), ("online16_observe", obs), ("corpus3_probs", cor)):
+        a = np.asarray(xs) * 1e6
+        out[f"{name}_p50_us"] = round(float(np.percentile(a, 50)), 2)
+        out[f"{name}_p99_us"] = round(float(np.percentile(a, 99)), 2)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m ripieno.training.markov --corpus NAMES`: baseline figures on the test split; last line JSON."""
+    import argparse
+    import json
+    import logging
+    import time
+
+    from ripieno.training.corpus import CorpusError, load_corpus
+    from ripieno.training.pieces import dedupe, split
+
+    ap = argparse.ArgumentParser(prog="python -m ripieno.training.markov", description=main.__doc__)
+    ap.add_argument("--corpus", nargs="+", default=["essenFolksong", "bach"])
+    ap.add_argument("--val-fraction", type=float, default=0.05)
+    ap.add_argument("--test-fraction", type=float, default=0.05)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    try:
+        pieces = load_corpus(args.corpus)
+    except CorpusError as e:
+        logging.getLogger(__name__).error("%s", e)
+        return 2
+    parts = split(dedupe(pieces), args.val_fraction, args.test_fraction)
+    t0 = time.perf_counter()
+    corpus = corpus_markov(parts["train"])
+    fit_s = time.perf_counter() - t0
+    test = parts["test"]
+    result = {
+        "corpus": args.corpus,
+        "train_pieces": len(parts["train"]),
+        "test_pieces": len(test),
+        "test_events": int(sum(max(0, len(p) - 1) for p in test)),
+        "unigram_nll": round(mean_nll(Unigram(parts["train"]), test), 4),
+        "markov3_alone_nll": round(_alone(corpus, test), 4),
+        "online_vom_alone_nll": round(_alone_online(test), 4),
+        "baseline_markov_nll": round(mean_nll(MarkovBaseline(corpus), test), 4),
+        "fit_markov3_s": round(fit_s, 2),
+        "markov3_contexts": corpus.n_contexts,
+        **_timings_us(test, corpus),
+    }
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
