@@ -259,7 +259,8 @@ class Controller:
             return self.state
         if name == "model":
             return await self._load_model(str(value))
-        log.info("command: %s = %r", name, value)
+        # knobs send a stream of values: continuous settings log at debug, discrete ones at info
+        (log.debug if name in ("temperature", "silence_s") else log.info)("command: %s = %r", name, value)
         return self._commit({name: value})
 
     async def _load_model(self, spec: str) -> State:
