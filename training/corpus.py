@@ -312,6 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("names", nargs="+")
     ap.add_argument("--cache-dir", type=Path, default=None)
     ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--export", nargs=2, metavar=("SPLIT", "DIR"), help="also write the deduped train|val|test split as MIDI files into DIR (for `ripieno-train eval --midi DIR`)")
+    ap.add_argument("--val-fraction", type=float, default=0.05)
+    ap.add_argument("--test-fraction", type=float, default=0.05)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     t0 = time.perf_counter()
@@ -320,8 +323,28 @@ def main(argv: list[str] | None = None) -> int:
     except CorpusError as e:
         log.error("%s", e)
         return 2
-    print(json.dumps({"names": args.names, "pieces": len(pieces), "notes": int(sum(len(p) for p in pieces)), "seconds": round(time.perf_counter() - t0, 1)}))
+    summary = {"names": args.names, "pieces": len(pieces), "notes": int(sum(len(p) for p in pieces)), "seconds": round(time.perf_counter() - t0, 1)}
+    if args.export:
+        side, folder = args.export
+        if side not in ("train", "val", "test"):
+            log.error("--export: split must be train, val or test, not %r", side)
+            return 2
+        summary["exported"] = export_split(pieces, side, Path(folder), args.val_fraction, args.test_fraction)
+    print(json.dumps(summary))
     return 0
+
+
+def export_split(pieces: list[Piece], side: str, folder: Path, val: float = 0.05, test: float = 0.05) -> int:
+    """Write one side of fit's split (dedupe, then hash split) as MIDI files named after the piece ids."""
+    from ripieno.training.midi_io import write_midi
+    from ripieno.training.pieces import dedupe, split
+
+    chosen = split(dedupe(pieces), val=val, test=test)[side]
+    folder.mkdir(parents=True, exist_ok=True)
+    for p in chosen:
+        write_midi(folder / (re.sub(r"[^A-Za-z0-9_.-]+", "_", p.id) + ".mid"), p.events)
+    log.info("wrote %d %s pieces as MIDI into %s", len(chosen), side, folder)
+    return len(chosen)
 
 
 if __name__ == "__main__":
