@@ -120,6 +120,61 @@ class WittenBell:
                 self.update(seq[max(0, t - self.max_order) : t], s)
         return self
 
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The whole table as plain integer arrays (np.savez-able, no pickle); parents before children."""
+        parent, key, c_node, c_sym, c_n = [], [], [], [], []
+        queue: list[tuple[_Node, int, int]] = [(self._root, -1, -1)]
+        for i, (node, par, k) in enumerate(queue):  # breadth first: the list grows as it is walked
+            parent.append(par)
+            key.append(k)
+            for sym, n in node.counts.items():
+                c_node.append(i)
+                c_sym.append(sym)
+                c_n.append(n)
+            for k2, child in (node.children or {}).items():
+                queue.append((child, i, k2))
+        return {
+            "shape": np.array([self.max_order, self.n_symbols], dtype=np.int64),
+            "node_parent": np.array(parent, dtype=np.int64),
+            "node_key": np.array(key, dtype=np.int64),
+            "count_node": np.array(c_node, dtype=np.int64),
+            "count_symbol": np.array(c_sym, dtype=np.int64),
+            "count": np.array(c_n, dtype=np.int64),
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> WittenBell:
+        """Inverse of to_arrays; ValueError if the arrays do not describe a table."""
+        try:
+            max_order, n_symbols = (int(x) for x in arrays["shape"])
+            parent, key = arrays["node_parent"].tolist(), arrays["node_key"].tolist()
+            c_node, c_sym, c_n = arrays["count_node"].tolist(), arrays["count_symbol"].tolist(), arrays["count"].tolist()
+        except (KeyError, ValueError, TypeError) as e:
+            raise ValueError(f"not a Witten-Bell table ({e})") from None
+        m = cls(max_order, n_symbols)
+        nodes = [m._root]
+        for par, k in zip(parent[1:], key[1:], strict=True):
+            if not 0 <= par < len(nodes) or not 0 <= k < n_symbols:
+                raise ValueError("not a Witten-Bell table (bad node links)")
+            node = _Node()
+            p = nodes[par]
+            if p.children is None:
+                p.children = {}
+            p.children[k] = node
+            nodes.append(node)
+        for i, sym, n in zip(c_node, c_sym, c_n, strict=True):
+            if not (0 <= i < len(nodes) and 0 <= sym < n_symbols and n > 0):
+                raise ValueError("not a Witten-Bell table (bad counts)")
+            node = nodes[i]
+            node.counts[sym] = n
+            node.total += n
+        for node in nodes:
+            if len(node.counts) >= _DENSE_AT:
+                node.dense = np.zeros(n_symbols, dtype=np.float64)
+                node.dense[list(node.counts)] = list(node.counts.values())
+        m._nodes = len(nodes)
+        return m
+
     def _chain(self, context: Sequence[int]) -> list[_Node]:
         """Nodes of the seen suffixes of `context`, shortest (the root) first."""
         node = self._root

@@ -125,3 +125,17 @@ def test_fork_is_independent() -> None:
     # the frozen fork did not count its 64, but it sees the parent's counts (shared) and the same history
     assert len(frozen) == len(online) == 6
     np.testing.assert_array_equal(frozen.probs(), online.probs())
+
+
+def test_arrays_round_trip() -> None:
+    rng = np.random.default_rng(3)
+    seqs = [list(rng.integers(50, 80, size=300)), [60, 62, 64] * 20]
+    m = WittenBell(3).fit(seqs)
+    arrays = m.to_arrays()
+    back = WittenBell.from_arrays({k: v.copy() for k, v in arrays.items()})
+    assert back.n_contexts == m.n_contexts and back.n_updates == m.n_updates
+    for context in ([], [60], [62, 64], seqs[0][-5:], [1, 2, 3]):
+        np.testing.assert_array_equal(back.probs(context), m.probs(context))
+    arrays["count_symbol"][0] = 500
+    with pytest.raises(ValueError, match="not a Witten-Bell table"):
+        WittenBell.from_arrays(arrays)
