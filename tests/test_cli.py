@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 
 from peers import BIN, Synth
+from tiny_model import tiny_checkpoint
 
 
 def test_version():
@@ -17,9 +18,11 @@ def test_train_help():
     assert r.returncode == 0 and "ripieno-train" in r.stdout
 
 
-def test_run_opens_virtual_ports_and_sigterm_exits_0(jack, daemon):
-    d = daemon("[midi]\napi = \"jack\"\n")
-    jack.wait_for_port("ripieno:in", timeout=60)
+def test_run_opens_virtual_ports_and_sigterm_exits_0(jack, daemon, tmp_path):
+    model = tiny_checkpoint(tmp_path / "tiny.pt")
+    d = daemon(f'[midi]\napi = "jack"\n[engine]\nmodel = "{model}"\n')
+    d.wait_log("ripieno is up", timeout=60)
+    jack.wait_for_port("ripieno:in", timeout=10)
     jack.wait_for_port("ripieno-out:out", timeout=10)
     synth = Synth("clisynth")
     try:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from peers import REPO, wait_until
+from tiny_model import tiny_checkpoint
 
 
 @pytest.mark.integration
@@ -18,7 +19,8 @@ def test_run_sh_starts_dummy_jack_and_sigterm_exits_0(tmp_path):
     server = f"ripieno-runsh-{os.getpid()}"
     env = os.environ | {"JACK_DEFAULT_SERVER": server, "JACK_NO_START_SERVER": "1", "TMPDIR": str(tmp_path)}
     env["CONFIG"] = str(tmp_path / "config.toml")
-    (tmp_path / "config.toml").write_text((REPO / "config.toml").read_text())
+    model = tiny_checkpoint(tmp_path / "tiny.pt")
+    (tmp_path / "config.toml").write_text((REPO / "config.toml").read_text().replace('model = "default"', f'model = "{model}"'))
     log = open(tmp_path / "run.log", "wb")
     proc = subprocess.Popen([str(REPO / "tools" / "run.sh")], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
