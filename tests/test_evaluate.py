@@ -126,6 +126,21 @@ def test_cli_reads_checkpoint_meta_and_survives_broken_files(tmp_path: Path, cap
         assert 0.0 <= got[k] <= 1.0
 
 
+def test_cli_prefers_stored_baselines_next_to_the_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from ripieno.training.markov import Baselines
+
+    (tmp_path / "eval").mkdir()
+    write_midi(tmp_path / "eval" / "e.mid", events([60, 62, 64, 62, 60, 62, 64, 62]))
+    path = checkpoint.save(tmp_path / "m.pt", tiny_checkpoint().model, {})  # meta names no training data
+    stored = Baselines.train([events([60, 62, 64, 65, 64, 62])])
+    stored.save(tmp_path / "m.baseline.npz")
+    assert cli.main(["eval", "--model", str(path), "--midi", str(tmp_path / "eval"), "--json", "--no-progress"]) == 0
+    got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert got["baseline_markov_nll"] == pytest.approx(mean_nll(stored.rival(), [read_midi(tmp_path / "eval" / "e.mid")]), rel=1e-12)
+    (tmp_path / "m.baseline.npz").write_bytes(b"truncated")
+    assert cli.main(["eval", "--model", str(path), "--midi", str(tmp_path / "eval"), "--json", "--no-progress"]) == 2
+
+
 def test_cli_one_line_errors(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     ck = tiny_checkpoint()
     path = checkpoint.save(tmp_path / "m.pt", ck.model, {})

@@ -54,3 +54,18 @@ def test_unigram_by_hand() -> None:
     total, n = u.piece_nll([62, 60, 61])
     assert n == 2 and total == pytest.approx(-math.log(3 / 131) - math.log(1 / 131))
     assert u.probs.sum() == pytest.approx(1.0)
+
+
+def test_stored_baselines_round_trip(tmp_path) -> None:
+    from ripieno.training.markov import BaselineError, Baselines
+
+    train = [[60, 62, 64, 65, 67] * 3, [67, 65, 64, 62, 60]]
+    base = Baselines.train(train, {"corpus": ["x"]})
+    back = Baselines.load(base.save(tmp_path / "m.baseline.npz"))
+    assert back.meta == {"corpus": ["x"], "train_pieces": 2}
+    np.testing.assert_array_equal(back.unigram.probs, base.unigram.probs)
+    probe = [60, 62, 64, 66, 67, 60, 62]
+    assert back.rival().piece_nll(probe) == base.rival().piece_nll(probe)
+    (tmp_path / "bad.npz").write_bytes(b"nope")
+    with pytest.raises(BaselineError, match=r"bad\.npz"):
+        Baselines.load(tmp_path / "bad.npz")

@@ -13,11 +13,15 @@ between files), exactly as the daemon would. The baselines score the very same n
 - baseline_unigram_nll, baseline_markov_nll: markov.py's baselines trained on the model's
   training split.
 
-The training split is rebuilt from the checkpoint's meta (written by `fit`), so eval needs no
-side files: meta["data"]["corpus"] (music21 names) or meta["data"]["midi"] (a folder), and
-meta["data"]["split"]["val_fraction"/"test_fraction"]; the same dedupe and hash split as fit
-give the same training pieces (checked against meta["data"]["train_pieces"] when present).
-`--train-corpus`/`--train-midi` override this for checkpoints without that meta.
+Where the baselines' training split comes from, first match wins:
+1. `--train-corpus NAMES` / `--train-midi DIR`: rebuilt from that data.
+2. `--baseline FILE`, or else `<checkpoint>.baseline.npz` next to the checkpoint (for the bundled
+   model: model/weights/default.baseline.npz): a stored copy (`markov.Baselines`), so eval
+   needs neither the corpus nor minutes of conversion.
+3. The checkpoint's meta (written by `fit`): meta["data"]["corpus"] (music21 names) or
+   meta["data"]["midi"] (a folder), with meta["data"]["split"]["val_fraction"/"test_fraction"];
+   fit's dedupe and hash split give the same training pieces again (checked against
+   meta["data"]["train_pieces"] when present).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from tqdm import tqdm
 
 from ripieno.model.events import NoteEvent, array_to_events
 from ripieno.training import metrics
-from ripieno.training.markov import MarkovBaseline, Unigram, corpus_markov
+from ripieno.training.markov import Baselines
 from ripieno.training.pieces import Piece, dedupe, split
 
 log = logging.getLogger(__name__)
@@ -71,7 +75,7 @@ def _stream_factory(model: Any) -> Callable[[], StreamLike]:
 def evaluate(
     checkpoint_or_stream_factory: Any,
     pieces: Sequence[Piece],
-    train_pieces_for_baseline: Sequence[Piece],
+    train_pieces_for_baseline: Sequence[Piece] | Baselines,
     temperature: float = 1.0,
     seed: int = 0,
     progress: bool = False,
@@ -79,8 +83,10 @@ def evaluate(
     """The eval figures (KEYS) of a model on pieces; see the module docstring for definitions."""
     stream = _stream_factory(checkpoint_or_stream_factory)()
     rng = np.random.default_rng(seed)
-    unigram = Unigram(train_pieces_for_baseline)
-    markov = MarkovBaseline(corpus_markov(train_pieces_for_baseline))
+    base = train_pieces_for_baseline
+    if not isinstance(base, Baselines):
+        base = Baselines.train(base)
+    unigram, markov = base.unigram, base.rival()
     n_events = 0
     total = {"model": 0.0, "unigram": 0.0, "markov": 0.0}
     correct = 0
@@ -147,6 +153,21 @@ def _jsds(true_tail: list[np.ndarray], sampled_tail: list[np.ndarray]) -> dict[s
 # --- where the baselines' training pieces come from ---------------------------------------
 
 
+def baselines_for(ck: Any, train_corpus: list[str] | None = None, train_midi: Path | None = None, stored: Path | None = None) -> Baselines:
+    """The baselines for a checkpoint, by the precedence in the module docstring."""
+    data = dict(ck.meta.get("data") or {})
+    if not (train_corpus or train_midi is not None):
+        sidecar = stored or (ck.path.with_suffix(".baseline.npz") if ck.path is not None else None)
+        if sidecar is not None and (stored is not None or sidecar.is_file()):
+            base = Baselines.load(sidecar)
+            log.info("baselines from %s (trained on %s)", sidecar, base.meta.get("corpus") or base.meta.get("midi"))
+            mine = {k: data.get(k) for k in ("corpus", "midi", "train_pieces") if data.get(k) is not None}
+            if any(base.meta.get(k) != v for k, v in mine.items()):
+                log.warning("%s was trained on %s, the checkpoint on %s: the baselines may not match its training split", sidecar, {k: base.meta.get(k) for k in mine}, mine)
+            return base
+    return Baselines.train(training_split(ck.meta, train_corpus, train_midi), {k: v for k, v in data.items() if k in ("corpus", "midi", "split")})
+
+
 def training_split(meta: dict[str, Any], train_corpus: list[str] | None = None, train_midi: Path | None = None) -> list[Piece]:
     """The model's training pieces, rebuilt from checkpoint meta (or the overrides) with fit's dedupe and split."""
     data = dict(meta.get("data") or {})
@@ -185,6 +206,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--train-corpus", nargs="+", metavar="NAMES", help="baselines' training data, if the checkpoint does not record it")
     src.add_argument("--train-midi", type=Path, metavar="DIR", help="baselines' training data, if the checkpoint does not record it")
+    src.add_argument("--baseline", type=Path, metavar="FILE", help="stored baselines (default: <checkpoint>.baseline.npz when it exists)")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of the continuations (JSDs)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
@@ -193,6 +215,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ripieno.model.checkpoint import CheckpointError, load
     from ripieno.training.corpus import CorpusError
+    from ripieno.training.markov import BaselineError
     from ripieno.training.midi_io import MidiReadError, read_midi_dir
 
     try:
@@ -201,9 +224,9 @@ def run(args: argparse.Namespace) -> int:
         if not pieces:
             raise EvalError(f"--midi {args.midi}: no readable MIDI files with notes")
         names = [n for a in (args.train_corpus or []) for n in a.split(",") if n]
-        train = training_split(ck.meta, names or None, args.train_midi)
-        result = evaluate(ck, pieces, train, temperature=args.temperature, seed=args.seed, progress=not args.no_progress)
-    except (EvalError, CheckpointError, CorpusError, MidiReadError, OSError) as e:
+        base = baselines_for(ck, names or None, args.train_midi, args.baseline)
+        result = evaluate(ck, pieces, base, temperature=args.temperature, seed=args.seed, progress=not args.no_progress)
+    except (EvalError, CheckpointError, CorpusError, MidiReadError, BaselineError, OSError) as e:
         log.error("%s", e)
         return 2
     if not args.json:

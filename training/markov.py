@@ -10,8 +10,13 @@
 
 from __future__ import annotations
 
+import json
 import math
+import zipfile
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -38,10 +43,18 @@ class Unigram:
     """Add-one smoothed pitch frequencies of the training pieces."""
 
     def __init__(self, pieces: Iterable[Piece | np.ndarray | Sequence[int]] = ()) -> None:
-        counts = np.ones(N_PITCHES, dtype=np.float64)
+        counts = np.zeros(N_PITCHES, dtype=np.int64)
         for seq in _pitch_lists(pieces):
             counts += np.bincount(seq, minlength=N_PITCHES)[:N_PITCHES]
-        self.probs = counts / counts.sum()
+        self.counts = counts
+        self.probs = (counts + 1.0) / (counts.sum() + N_PITCHES)
+
+    @classmethod
+    def from_counts(cls, counts: np.ndarray) -> Unigram:
+        u = cls()
+        u.counts = np.asarray(counts, dtype=np.int64).reshape(N_PITCHES)
+        u.probs = (u.counts + 1.0) / (u.counts.sum() + N_PITCHES)
+        return u
 
     def piece_nll(self, pitches: Sequence[int]) -> tuple[float, int]:
         """(summed NLL in nats, notes predicted) over every note but the first."""
@@ -83,6 +96,48 @@ class MarkovBaseline:
         """(summed NLL in nats, notes predicted) over every note but the first."""
         p = self.piece_probs(pitches)
         return float(-np.log(p).sum()), int(p.size)
+
+
+@dataclass
+class Baselines:
+    """What the baselines learn from the training split, storable next to a checkpoint.
+
+    Rebuilding them needs the training corpus (minutes to convert on a fresh machine); a stored
+    copy (`<checkpoint>.baseline.npz`, plain integer arrays, no pickle) makes eval independent
+    of it. `meta` says what they were trained on, to be compared with the checkpoint's.
+    """
+
+    unigram: Unigram
+    corpus: WittenBell
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def train(cls, pieces: Sequence[Piece | np.ndarray | Sequence[int]], meta: dict[str, Any] | None = None) -> Baselines:
+        return cls(Unigram(pieces), corpus_markov(pieces), {"train_pieces": len(pieces), **(meta or {})})
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as f:  # a file object: np.savez would otherwise append .npz to the name
+            np.savez_compressed(f, unigram=self.unigram.counts, meta=np.array(json.dumps(self.meta, sort_keys=True)), **self.corpus.to_arrays())
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Baselines:
+        """Read a stored copy; BaselineError naming the file if it is not one."""
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+            return cls(Unigram.from_counts(arrays.pop("unigram")), WittenBell.from_arrays(arrays), json.loads(str(arrays.pop("meta"))))
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+            raise BaselineError(f"baseline {path}: unreadable ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+
+    def rival(self) -> MarkovBaseline:
+        return MarkovBaseline(self.corpus)
+
+
+class BaselineError(Exception):
+    """A stored baseline that cannot be used; str() is one line naming the file."""
 
 
 def mean_nll(model: Unigram | MarkovBaseline, pieces: Iterable[Piece | np.ndarray | Sequence[int]]) -> float:
@@ -148,7 +203,6 @@ def _timings_us(pieces: Sequence[Piece], corpus: WittenBell) -> dict[str, float]
 def main(argv: list[str] | None = None) -> int:
     """`python -m ripieno.training.markov --corpus NAMES`: baseline figures on the test split; last line JSON."""
     import argparse
-    import json
     import logging
     import time
 
@@ -159,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--corpus", nargs="+", default=["essenFolksong", "bach"])
     ap.add_argument("--val-fraction", type=float, default=0.05)
     ap.add_argument("--test-fraction", type=float, default=0.05)
+    ap.add_argument("--save", type=Path, metavar="FILE", help="also store the baselines trained on the train split (e.g. next to a checkpoint as <name>.baseline.npz)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     try:
@@ -184,6 +239,11 @@ def main(argv: list[str] | None = None) -> int:
         "markov3_contexts": corpus.n_contexts,
         **_timings_us(test, corpus),
     }
+    if args.save:
+        split_meta = {"method": "sha256 of piece id", "val_fraction": args.val_fraction, "test_fraction": args.test_fraction}
+        stored = Baselines(Unigram(parts["train"]), corpus, {"corpus": args.corpus, "split": split_meta, "train_pieces": len(parts["train"])})
+        result["saved"] = str(stored.save(args.save))
+        result["saved_bytes"] = args.save.stat().st_size
     print(json.dumps(result))
     return 0
 
