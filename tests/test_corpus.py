@@ -82,3 +82,14 @@ def test_abc_conversion_tempo_and_cache(tmp_path: Path, monkeypatch: pytest.Monk
     again = load_corpus(["test"], cache_dir=tmp_path / "cache", workers=1, progress=False)
     assert [p.id for p in again] == ["songs.abc#1", "songs.abc#2"]
     np.testing.assert_array_equal(again[1].events, two.events)
+
+
+def test_a_corrupt_cache_file_is_converted_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = tmp_path / "songs.abc"
+    src.write_text(ABC)
+    monkeypatch.setattr(corpus, "corpus_sources", lambda names: [src])
+    first = load_corpus(["test"], cache_dir=tmp_path / "cache", workers=1, progress=False)
+    (cached,) = (tmp_path / "cache").rglob("*.npz")
+    cached.write_bytes(cached.read_bytes()[:50])
+    again = load_corpus(["test"], cache_dir=tmp_path / "cache", workers=1, progress=False)
+    assert [p.id for p in again] == [p.id for p in first]

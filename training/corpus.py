@@ -20,6 +20,7 @@ import multiprocessing
 import os
 import re
 import warnings
+import zipfile
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -291,7 +292,12 @@ def load_corpus(names: list[str], cache_dir: Path | None = None, workers: int | 
     pieces: list[Piece] = []
     failed: list[tuple[str, str]] = []
     for u in units:
-        got, bad = read_unit(u.cache_file(cache), source=u.rel.split("/")[0])
+        try:
+            got, bad = read_unit(u.cache_file(cache), source=u.rel.split("/")[0])
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+            log.warning("cache file %s unreadable (%s): converting it again", u.cache_file(cache), e)
+            convert_unit(u, str(cache))
+            got, bad = read_unit(u.cache_file(cache), source=u.rel.split("/")[0])
         pieces.extend(got)
         failed.extend(bad)
     for pid, why in failed:
