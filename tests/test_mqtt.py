@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import subprocess
 
 import pytest
@@ -223,7 +224,6 @@ def test_route_and_backoff_and_rate_limiter_are_pure():
     for bad in ("r/set/panic", "r/cmd/mode", "r/set", "rx/set/mode", "r/set/mode/x"):
         with pytest.raises(Exception, match="unknown topic"):
             mqttmod.route("r", bad)
-    import random
     rng = random.Random(1)
     delays = [mqttmod.backoff_delay(a, rng) for a in range(40)]
     assert all(0 < d <= mqttmod.RETRY_CAP_S for d in delays)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
 import subprocess
@@ -10,10 +11,12 @@ import sys
 from pathlib import Path
 
 import aiomqtt
+import pytest
 
 from mqtt_helpers import Observer, make_certs, mqtt_config, running
 from peers import free_port
 from ripieno.daemon import mqtt as mqttmod
+from ripieno.daemon.config import ConfigError
 
 HELPER = Path(__file__).with_name("mqtt_helpers.py")
 
@@ -130,10 +133,6 @@ async def test_tls_broker_with_client_certificate(make_broker, tmp_path, caplog)
 
 
 def test_unusable_mqtt_files_are_one_line_config_errors(tmp_path):
-    import pytest
-
-    from ripieno.daemon.config import ConfigError
-
     cases = [
         ({"tls": True, "ca_file": str(tmp_path / "nope.crt")}, "mqtt.ca_file"),
         ({"tls": False, "ca_file": "/etc/hostname"}, "tls = false"),
@@ -181,3 +180,13 @@ async def test_discovery_configs_appear_and_are_resent_on_ha_birth(broker):
         async with Observer(broker.host, broker.port, []) as cleaner:
             for c in configs:
                 await cleaner.publish(c.topic, "", retain=True)
+
+
+def test_bench_mqtt_prints_its_json():
+    r = subprocess.run([sys.executable, "-m", "ripieno.daemon.bench_mqtt", "--flood", "300", "--seconds", "0.3", "--json"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout.strip().splitlines()[-1])
+    for phase in ("idle_lateness_us", "flood_lateness_us", "broker_down_lateness_us"):
+        assert data[phase]["n"] > 0 and data[phase]["p99"] >= data[phase]["p50"]
+    assert data["commands_applied"] > 0 and data["online_again_after_restart_s"] < 20
