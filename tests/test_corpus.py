@@ -93,3 +93,10 @@ def test_a_corrupt_cache_file_is_converted_again(tmp_path: Path, monkeypatch: py
     cached.write_bytes(cached.read_bytes()[:50])
     again = load_corpus(["test"], cache_dir=tmp_path / "cache", workers=1, progress=False)
     assert [p.id for p in again] == [p.id for p in first]
+
+
+def test_tempo_map_with_a_change() -> None:
+    # 60 qpm for 4 quarters, then 120: quarter 6 is at 4 + 2 * 0.5 = 5 s
+    secs, qpm = corpus._tempo_map([(0.0, 60.0), (4.0, 120.0)], np.array([0.0, 3.0, 4.0, 6.0]))
+    np.testing.assert_allclose(secs, [0.0, 3.0, 4.0, 5.0])
+    np.testing.assert_allclose(qpm, [60, 60, 120, 120])

@@ -136,14 +136,17 @@ def plan_units(paths: Iterable[Path]) -> list[Unit]:
 # --- conversion of one score (runs in the worker processes) ---------------------------------
 
 
-def _seconds_at(q: np.ndarray, marks: list[tuple[float, float]]) -> np.ndarray:
-    """Seconds at quarter-note offsets q under a piecewise-constant tempo [(offset_q, qpm), ...]."""
+def _tempo_map(marks: list[tuple[float, float]], q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(seconds, qpm in force) at quarter-note offsets q under a piecewise-constant tempo [(offset_q, qpm), ...].
+
+    The first mark holds from the start, even if the score places it a little later.
+    """
     offs = np.array([m[0] for m in marks], dtype=np.float64)
     qpm = np.array([m[1] for m in marks], dtype=np.float64)
-    offs[0] = 0.0  # the first tempo holds from the start
+    offs[0] = 0.0
     starts_s = np.concatenate([[0.0], np.cumsum(np.diff(offs) * 60.0 / qpm[:-1])])
-    i = np.searchsorted(offs, q, side="right") - 1
-    return starts_s[i] + (q - offs[i]) * 60.0 / qpm[i]
+    i = np.clip(np.searchsorted(offs, q, side="right") - 1, 0, None)
+    return starts_s[i] + (q - offs[i]) * 60.0 / qpm[i], qpm[i]
 
 
 def score_arrays(score: object) -> dict[str, np.ndarray] | None:
@@ -176,10 +179,10 @@ def score_arrays(score: object) -> dict[str, np.ndarray] | None:
     if len(pit) < 2:
         return None
     oq, dq = np.asarray(on_q), np.asarray(dur_q)
-    onset_s = _seconds_at(oq, marks)
-    dur_s = _seconds_at(oq + dq, marks) - onset_s
+    onset_s, qpm_at = _tempo_map(marks, oq)
+    dur_s = _tempo_map(marks, oq + dq)[0] - onset_s
     events, keep = events_from_notes(onset_s, pit, dur_s, vel)
-    qpm_at = np.array([m[1] for m in marks])[np.searchsorted([m[0] for m in marks], oq[keep], side="right").clip(1) - 1]
+    qpm_at = qpm_at[keep]
     return {"events": events, "onset_q": oq[keep].astype(np.float32), "duration_q": dq[keep].astype(np.float32), "qpm": qpm_at.astype(np.float32)}
 
 
