@@ -125,6 +125,12 @@ def test_cli_reads_checkpoint_meta_and_survives_broken_files(tmp_path: Path, cap
     for k in ("jsd_pitch", "jsd_step", "jsd_duration"):
         assert 0.0 <= got[k] <= 1.0
 
+    # --offline scores the network alone: a different figure, the same baselines
+    assert cli.main(["eval", "--model", str(path), "--midi", str(eval_dir), "--json", "--no-progress", "--offline"]) == 0
+    off = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert off["pitch_nll"] > got["pitch_nll"]  # e1 repeats its phrase: the online part must help there
+    assert off["baseline_markov_nll"] == got["baseline_markov_nll"]
+
 
 def test_cli_prefers_stored_baselines_next_to_the_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from ripieno.training.markov import Baselines

@@ -209,11 +209,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--baseline", type=Path, metavar="FILE", help="stored baselines (default: <checkpoint>.baseline.npz when it exists)")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of the continuations (JSDs)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--offline", action="store_true", help="the network alone, without the Stream's online component (an ablation)")
     p.add_argument("--no-progress", action="store_true")
 
 
 def run(args: argparse.Namespace) -> int:
     from ripieno.model.checkpoint import CheckpointError, load
+    from ripieno.model.stream import Stream
     from ripieno.training.corpus import CorpusError
     from ripieno.training.markov import BaselineError
     from ripieno.training.midi_io import MidiReadError, read_midi_dir
@@ -225,7 +227,8 @@ def run(args: argparse.Namespace) -> int:
             raise EvalError(f"--midi {args.midi}: no readable MIDI files with notes")
         names = [n for a in (args.train_corpus or []) for n in a.split(",") if n]
         base = baselines_for(ck, names or None, args.train_midi, args.baseline)
-        result = evaluate(ck, pieces, base, temperature=args.temperature, seed=args.seed, progress=not args.no_progress)
+        model = (lambda: Stream(ck, online=False)) if args.offline else ck
+        result = evaluate(model, pieces, base, temperature=args.temperature, seed=args.seed, progress=not args.no_progress)
     except (EvalError, CheckpointError, CorpusError, MidiReadError, BaselineError, OSError) as e:
         log.error("%s", e)
         return 2
