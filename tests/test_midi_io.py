@@ -115,3 +115,26 @@ def test_the_in_repo_files() -> None:
     # 150 bpm for the first 12 beats (0.4 s each), then 120 bpm (0.5 s each): the last bass note, beat 23, is at 10.3 s
     assert onsets[-1] == pytest.approx(12 * 0.4 + 11 * 0.5, abs=1e-3)
     assert (pieces["chorale_like.mid"].events[:4, 1] == 0).all()  # four voices struck together
+
+
+def test_corrupted_bytes_give_events_or_a_midi_read_error(tmp_path: Path) -> None:
+    """Random byte damage to a real file: never any other exception (one bad file must not stop a run)."""
+    good = (Path(__file__).parent / "data" / "midi" / "waltz_two_tempi.mid").read_bytes()
+    rng = np.random.default_rng(0)
+    outcomes = {"events": 0, "error": 0}
+    for i in range(300):
+        b = bytearray(good)
+        for _ in range(int(rng.integers(1, 6))):
+            b[int(rng.integers(0, len(b)))] = int(rng.integers(0, 256))
+        if i % 3 == 0:
+            b = b[: int(rng.integers(10, len(b)))]
+        (tmp_path / "f.mid").write_bytes(bytes(b))
+        try:
+            ev = read_midi(tmp_path / "f.mid")
+        except MidiReadError:
+            outcomes["error"] += 1
+        else:
+            assert ev.dtype == np.float32 and ev.shape[1] == 5 and np.isfinite(ev).all()
+            assert ((ev[:, 0] >= 0) & (ev[:, 0] <= 127) & (ev[:, 1] >= 0) & (ev[:, 2] >= 0)).all()
+            outcomes["events"] += 1
+    assert outcomes["events"] > 0 and outcomes["error"] > 0
