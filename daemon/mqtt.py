@@ -191,6 +191,7 @@ class _Session:
     metrics_interval: float
     limiter: RateLimiter
     error_limiter: RateLimiter
+    loaders: set[asyncio.Task]  # model loads outlive a session: a broker hiccup must not cancel one
     connected: bool = False
 
     @property
@@ -200,18 +201,17 @@ class _Session:
     async def run(self) -> None:
         """Announce, then serve until closing (publish offline, return) or an MqttError (raise)."""
         await self.announce()
-        loaders: set[asyncio.Task] = set()
         tasks = {
-            asyncio.create_task(self.consume(loaders), name="mqtt-consume"),
+            asyncio.create_task(self.consume(), name="mqtt-consume"),
             asyncio.create_task(self.publish_loop(), name="mqtt-publish"),
         }
         stopper = asyncio.create_task(self.closing.wait(), name="mqtt-stop")
         try:
             done, _ = await asyncio.wait(tasks | {stopper}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for t in tasks | loaders | {stopper}:
+            for t in tasks | {stopper}:
                 t.cancel()
-            await asyncio.gather(*tasks, *loaders, stopper, return_exceptions=True)
+            await asyncio.gather(*tasks, stopper, return_exceptions=True)
         for t in done - {stopper}:
             t.result()  # re-raise the MqttError that ended the session
         if self.closing.is_set():
@@ -263,7 +263,7 @@ class _Session:
     def _counts(self) -> tuple[int, int]:
         return self.controller.stats.notes_in, self.controller.stats.notes_out
 
-    async def consume(self, loaders: set[asyncio.Task]) -> None:
+    async def consume(self) -> None:
         birth = discovery.birth_topic(self.cfg.mqtt) if self.cfg.mqtt.discovery else None
         async for message in self.client.messages:
             topic = message.topic.value
@@ -272,9 +272,9 @@ class _Session:
                 if payload.strip() == discovery.BIRTH_PAYLOAD:
                     await self.publish_discovery()
                 continue
-            await self.handle(topic, payload, bool(message.retain), loaders)
+            await self.handle(topic, payload, bool(message.retain))
 
-    async def handle(self, topic: str, payload: bytes, retained: bool, loaders: set[asyncio.Task]) -> None:
+    async def handle(self, topic: str, payload: bytes, retained: bool) -> None:
         """Rate-limit, route and apply one command; every refusal is answered on {base}/error."""
         try:
             if not self.limiter.allow(time.monotonic()):
@@ -285,8 +285,8 @@ class _Session:
             if name == "model":  # a load can take seconds: never queue a panic behind it
                 self.controller.validate(name, payload)
                 task = asyncio.create_task(self._apply_reporting(topic, name, payload))
-                loaders.add(task)
-                task.add_done_callback(loaders.discard)
+                self.loaders.add(task)
+                task.add_done_callback(self.loaders.discard)
                 return
             await self.controller.apply(name, payload)
         except CommandError as exc:
@@ -296,15 +296,17 @@ class _Session:
         try:
             await self.controller.apply(name, payload)
         except CommandError as exc:
-            await self.refuse(topic, payload, exc.reason)
+            with contextlib.suppress(aiomqtt.MqttError):  # this session may be gone by now: then it is only logged
+                await self.refuse(topic, payload, exc.reason)
 
     async def refuse(self, topic: str, payload: bytes, reason: str) -> None:
         stats = self.controller.stats
         stats.commands_refused += 1
-        log.info("MQTT: refused %s: %s", topic, reason)
-        if not self.error_limiter.allow(time.monotonic()):
+        if not self.error_limiter.allow(time.monotonic()):  # a flood is neither answered nor logged line by line
             stats.commands_dropped += 1
+            log.debug("MQTT: refused %s without reply: %s", topic, reason)
             return
+        log.info("MQTT: refused %s: %s", topic, reason)
         await self.client.publish(f"{self.base}/error", error_payload(topic, payload, reason), qos=0)
 
 
@@ -333,6 +335,7 @@ async def run_mqtt(
     options = client_options(cfg, env) | {"queue_type": _counting_queue(controller.stats)}
     where = f"{m.host}:{m.port}{' (TLS)' if m.tls else ''}"
     dirty, closing = asyncio.Event(), asyncio.Event()
+    loaders: set[asyncio.Task] = set()
 
     def on_state(_state: State) -> None:
         dirty.set()
@@ -349,7 +352,7 @@ async def run_mqtt(
                 client = aiomqtt.Client(**options)
             except (OSError, ValueError) as exc:  # paho loads TLS files here
                 raise ConfigError(f"{cfg.source}: [mqtt] TLS files cannot be used: {exc}") from None
-            session = _Session(cfg, controller, client, dirty, closing, metrics_interval, limiter, error_limiter)
+            session = _Session(cfg, controller, client, dirty, closing, metrics_interval, limiter, error_limiter, loaders)
             try:
                 if not await _until_stopped(_connected(client, session, where), stop, closing) and session.connected:
                     log.warning("MQTT: stopped before offline could be published (the broker will publish the Will)")
@@ -374,6 +377,9 @@ async def run_mqtt(
                 async with asyncio.timeout(delay):
                     await stop.wait()
     finally:
+        for t in list(loaders):
+            t.cancel()
+        await asyncio.gather(*loaders, return_exceptions=True)
         controller.remove_listener(on_state)
         unquiet()
 

@@ -33,6 +33,7 @@ class RecordingActions:
     calls: list[str] = field(default_factory=list)
     loaded: list[str] = field(default_factory=list)
     fail_load: str | None = None
+    load_s: float = 0.0  # how long a model load takes (a real one runs in an executor)
 
     def on_state(self, state: State) -> None:
         self.states.append(state)
@@ -44,7 +45,7 @@ class RecordingActions:
         self.calls.append("panic")
 
     async def load_model(self, spec: str) -> None:
-        await asyncio.sleep(0)
+        await asyncio.sleep(self.load_s)
         if self.fail_load:
             raise ValueError(self.fail_load)
         self.loaded.append(spec)

@@ -13,7 +13,7 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from mqtt_helpers import Observer, make_certs, mqtt_config, running
+from mqtt_helpers import Observer, RecordingActions, make_certs, mqtt_config, running
 from peers import free_port
 from ripieno.daemon import mqtt as mqttmod
 from ripieno.daemon.config import ConfigError
@@ -43,6 +43,25 @@ async def test_broker_restart_brings_ripieno_back_online_with_its_state(make_bro
             await obs.wait_for(f"{base}/state", lambda v: v["mode"] == "off")
     assert "connection to" in caplog.text and "lost" in caplog.text
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], "a broker restart is not an error"
+
+
+async def test_slow_model_load_neither_blocks_panic_nor_dies_with_the_connection(make_broker, tmp_path):
+    (tmp_path / "jazz.pt").write_bytes(b"")
+    broker = make_broker()
+    cfg = mqtt_config(broker.host, broker.port, engine={"models_dir": str(tmp_path)})
+    base = cfg.mqtt.base_topic
+    actions = RecordingActions(load_s=1.5)
+    async with running(cfg, actions) as (controller, _, _):
+        async with Observer(broker.host, broker.port, [f"{base}/#"]) as obs:
+            await obs.wait_for(f"{base}/state")
+            await obs.publish(f"{base}/set/model", "jazz")
+            await obs.publish(f"{base}/cmd/panic", "")
+            await obs.wait(lambda: actions.calls == ["panic"], what="panic while the model loads")
+            assert actions.loaded == []
+        broker.restart()
+        async with Observer(broker.host, broker.port, [f"{base}/#"]) as obs:
+            await obs.wait_for(f"{base}/state", lambda v: v["model"] == "jazz", timeout=20)
+        assert actions.loaded == [str(tmp_path / "jazz.pt")] and controller.state.model == "jazz"
 
 
 async def test_kill_9_makes_the_broker_publish_the_will(broker):
