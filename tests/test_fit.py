@@ -15,7 +15,7 @@ import torch
 
 from ripieno.model import checkpoint
 from ripieno.model.network import ModelConfig
-from ripieno.training.fit import FitConfig, FitError, fit, learning_rate
+from ripieno.training.fit import Dist, FitConfig, FitError, fit, fit_horizon, learning_rate
 
 torch.set_num_threads(1)
 
@@ -97,6 +97,15 @@ def test_learning_rate_warms_up_then_decays_to_its_floor() -> None:
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
     assert lrs[110] == pytest.approx(0.1) and lrs[60] == pytest.approx(0.55)
+
+
+def test_time_budget_shortens_the_schedule_to_the_epochs_that_fit() -> None:
+    one = Dist()
+    cpu = torch.device("cpu")
+    # 100 steps per epoch, 10 s per epoch, 35 s left: 3 more epochs fit
+    assert fit_horizon(2000, 100, 100, 10.0, 35.0, one, cpu) == 400
+    assert fit_horizon(300, 100, 100, 10.0, 35.0, one, cpu) == 300  # never lengthened
+    assert fit_horizon(2000, 100, 100, 10.0, -5.0, one, cpu) == 100
 
 
 def test_bad_settings_are_one_clear_error() -> None:

@@ -199,9 +199,12 @@ class Sums:
         self.values[:-1] += torch.tensor([float(losses[h].detach()) for h in HEADS], dtype=torch.float64) * rows
         self.values[-1] += rows
 
-    def reduce(self, dist: Dist) -> Sums:
+    def reduce(self, dist: Dist, device: torch.device) -> Sums:
+        """Sum over ranks (on the device: nccl reduces CUDA tensors only)."""
         if dist.active:
-            torch_dist.all_reduce(self.values, op=torch_dist.ReduceOp.SUM)
+            values = self.values.to(device)
+            torch_dist.all_reduce(values, op=torch_dist.ReduceOp.SUM)
+            self.values = values.cpu()
         return self
 
     @property
@@ -238,6 +241,19 @@ def agree_on_steps(n: int, dist: Dist, device: torch.device) -> int:
     return int(t.item())
 
 
+def fit_horizon(total_steps: int, step: int, steps_per_epoch: int, epoch_seconds: float, seconds_left: float, dist: Dist, device: torch.device) -> int:
+    """The LR schedule's length, shortened to the epochs that fit in the time left (all ranks agree).
+
+    So a --max-minutes run still decays its learning rate to the floor instead of being cut
+    off at a high rate.
+    """
+    epochs_left = max(0, int(seconds_left // max(epoch_seconds, 1e-9)))
+    fitted = min(total_steps, step + epochs_left * steps_per_epoch)
+    if fitted < total_steps:
+        log.info("time budget: about %d more epochs fit; learning-rate schedule shortened to %d steps", epochs_left, max(fitted, step))
+    return agree_on_steps(max(fitted, step, 1), dist, device)
+
+
 def any_rank(flag: bool, dist: Dist, device: torch.device) -> bool:
     if not dist.active:
         return flag
@@ -262,7 +278,7 @@ def validate(model: NoteLSTM, tokens: Sequence[np.ndarray], cfg: FitConfig, batc
         sums.add(losses, rows)
         state = scatter_state(state, chunk, new)
     model.train()
-    return sums.reduce(dist).means("val")
+    return sums.reduce(dist, device).means("val")
 
 
 # ------------------------------------------------------------------------------------- fit
@@ -333,6 +349,7 @@ def _fit(
     val_tokens = encode_pieces(val, model_config.encoding, None, cfg)
 
     history: list[dict[str, float]] = []
+    total_steps = 0  # the LR schedule's length: set from the first epoch's plan (or the resumed run)
     first_epoch, global_step, best, best_epoch, bad_epochs, spent = 1, 0, math.inf, 0, 0, 0.0
     if saved is not None:
         model.load_state_dict(saved["model"])
@@ -340,6 +357,7 @@ def _fit(
         first_epoch, global_step = int(saved["epoch"]) + 1, int(saved["step"])
         best, best_epoch, bad_epochs, spent = float(saved["best"]), int(saved["best_epoch"]), int(saved["bad_epochs"]), float(saved["seconds"])
         history = [dict(r) for r in saved["history"]]
+        total_steps = int(saved["total_steps"]) if int(saved["epochs_planned"]) == cfg.epochs else 0
         log.info("resuming %s after epoch %d (best val loss %.4f at epoch %d)", out_dir, first_epoch - 1, best, best_epoch)
 
     step_module: nn.Module = TrainStep(model, batching)
@@ -352,7 +370,6 @@ def _fit(
             f"{model.n_parameters():,}", len(train), len(val), device, batching, why, dist.world_size,
         )
 
-    total_steps = 0
     stopped = "epochs"
     seen_tokens, train_seconds = 0, 0.0
     deadline = None if cfg.max_minutes is None else started + cfg.max_minutes * 60 - spent
@@ -388,7 +405,7 @@ def _fit(
                     break
         bar.close()
         epoch_train_seconds = time.monotonic() - epoch_start
-        train_metrics = sums.reduce(dist).means("train")
+        train_metrics = sums.reduce(dist, device).means("train")
         seen_tokens += sums.rows
         train_seconds += epoch_train_seconds
         val_metrics = validate(model, val_tokens, cfg, batching, device, dist)
@@ -408,6 +425,8 @@ def _fit(
         else:
             bad_epochs += 1
         elapsed = spent + time.monotonic() - started
+        if deadline is not None and epoch == first_epoch:
+            total_steps = fit_horizon(total_steps, global_step, len(plan), time.monotonic() - epoch_start, deadline - time.monotonic(), dist, device)
         if dist.main:
             log.info(
                 "epoch %d: train %.4f, val %.4f (pitch %.4f), %.0f notes/s, %.0f s%s",
@@ -428,6 +447,8 @@ def _fit(
                     "best_epoch": best_epoch,
                     "bad_epochs": bad_epochs,
                     "seconds": elapsed,
+                    "total_steps": total_steps,
+                    "epochs_planned": cfg.epochs,
                     "history": history,
                 },
                 out_dir / RESUME,
@@ -455,7 +476,7 @@ def _fit(
         best_epoch=best_epoch,
         stopped=stopped,
         seconds=round(spent + time.monotonic() - started, 2),
-        train_tokens_per_s=round(seen_tokens * dist.world_size / max(train_seconds, 1e-9), 1) if train_seconds else 0.0,
+        train_tokens_per_s=round(seen_tokens / max(train_seconds, 1e-9), 1),  # all ranks' notes
         batching=batching,
         device=str(device),
         metrics={k: round(v, 5) for k, v in best_row.items() if k.startswith(("val_", "train_"))},
