@@ -200,6 +200,22 @@ def _timings_us(pieces: Sequence[Piece], corpus: WittenBell) -> dict[str, float]
     return out
 
 
+def _online_bytes_per_note(pieces: Sequence[Piece]) -> dict[str, float]:
+    """Memory the online VOM holds after hearing all pieces back to back as one long performance."""
+    import tracemalloc
+
+    seq = [x for p in _pitch_lists(pieces) for x in p]
+    tracemalloc.start()
+    try:
+        online = OnlineSequenceModel(ONLINE_ORDER, N_PITCHES)
+        for x in seq:
+            online.observe(x)
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    return {"online16_notes": len(seq), "online16_contexts": online.model.n_contexts, "online16_bytes_per_note": round(held / max(1, len(seq)), 1)}
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python -m ripieno.training.markov --corpus NAMES`: baseline figures on the test split; last line JSON."""
     import argparse
@@ -238,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         "fit_markov3_s": round(fit_s, 2),
         "markov3_contexts": corpus.n_contexts,
         **_timings_us(test, corpus),
+        **_online_bytes_per_note(test),
     }
     if args.save:
         split_meta = {"method": "sha256 of piece id", "val_fraction": args.val_fraction, "test_fraction": args.test_fraction}
