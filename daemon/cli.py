@@ -79,7 +79,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     else:
         from . import bench_e2e
 
-        result = bench_e2e.run(args.model, notes=args.notes, period=args.period)
+        result = bench_e2e.run(args.model, notes=args.notes, period=args.period, server=args.jack_server)
     if args.json:
         print(json.dumps(result))
     else:
@@ -152,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--json", action="store_true", help="print one JSON object")
     sb.add_argument("--notes", type=int, default=200, help="e2e: measured reactions")
     sb.add_argument("--period", type=int, default=128, help="e2e: frames per period of the private jackd")
+    sb.add_argument("--jack-server", help="e2e: use this running JACK server instead of a private dummy one")
     sb.set_defaults(func=_cmd_bench)
 
     sv = sub.add_parser("service", help="install or remove the systemd unit")

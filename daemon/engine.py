@@ -211,8 +211,8 @@ class Engine:
             pass  # mapped controllers are commands (service); the rest belong to the synth
 
     def key_down(self, ev: KeyDown) -> None:
-        if self.plan is not None and self.mode == "call":
-            self.output.cut()  # the player speaks: ripieno stops at once and listens
+        if self.mode == "call":
+            self.output.cut()  # the player speaks: ripieno stops at once (ringing tails too) and listens
             self.plan = None
         self.player.key_down(ev.t, ev.velocity)
         self.stats.notes_in += 1

@@ -1,0 +1,226 @@
+"""`ripieno bench e2e`: input-to-output latency and output jitter through real JACK ports.
+
+Setup: a private jackd (dummy driver, `period` frames at 48 kHz) unless a server name is given,
+a keyboard and a synth client in this process, and `ripieno run` as a real subprocess.
+
+- jack_floor_us: the same server's client-to-client floor, keyboard -> synth directly (p50).
+- input_to_output: ripieno's first reaction to a note. In call mode that is the interruption:
+  while an answer sounds, the keyboard plays a note and ripieno must switch its notes off at
+  once; measured from the keyboard's send to the synth's receipt of the first note-off. That
+  path is the whole real-time chain: rtmidi thread -> loop -> listener -> engine -> port.
+  A reaction can leave at the earliest in the JACK cycle after the note arrived, so the
+  physical floor for ripieno is the client floor plus one period.
+- jitter_p99_us: |when ripieno handed a scheduled note to the port - when it was scheduled|,
+  as the daemon itself measured it (its `stats` line at exit).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import rtmidi
+
+log = logging.getLogger(__name__)
+
+RATE = 48000
+
+
+class _Recorder:
+    """A JACK MIDI input recording (monotonic time, message); wait_for() blocks on a condition."""
+
+    def __init__(self, client: str) -> None:
+        self.cond = threading.Condition()
+        self.got: list[tuple[float, list[int]]] = []
+        self.midi = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name=client)
+        self.midi.open_virtual_port("in")
+        self.midi.set_callback(self._on)
+
+    def _on(self, event: tuple[list[int], float], _data: object) -> None:
+        t = time.monotonic()
+        with self.cond:
+            self.got.append((t, event[0]))
+            self.cond.notify_all()
+
+    def wait_for(self, pred, timeout: float) -> tuple[float, list[int]] | None:
+        """The first recorded message satisfying pred(t, msg), waiting at most timeout seconds."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                for t, m in self.got:
+                    if pred(t, m):
+                        return t, m
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self.cond.wait(left)
+
+    def close(self) -> None:
+        self.midi.cancel_callback()
+        self.midi.close_port()
+        self.midi.delete()
+
+
+def _keyboard(client: str) -> rtmidi.MidiOut:
+    k = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name=client)
+    k.open_virtual_port("out")
+    return k
+
+
+def _jack(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(list(args), env=env, capture_output=True, text=True, timeout=10)
+
+
+def _connect(env: dict[str, str], src: str, dst: str) -> None:
+    """jack_connect, retried until `jack_lsp -c` shows the connection (a fresh port may still be settling)."""
+    def linked() -> bool:
+        _jack(env, "jack_connect", src, dst)
+        return dst in _jack(env, "jack_lsp", "-c", src).stdout
+
+    _wait(linked, 5, f"a JACK connection {src} -> {dst}")
+
+
+def _wait(pred, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"bench: timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def _pct(xs: list[float], q: float) -> float | None:
+    if not xs:
+        return None
+    s = sorted(xs)
+    return round(s[min(len(s) - 1, int(q * len(s)))], 1)
+
+
+def _floor(env: dict[str, str], n: int) -> list[float]:
+    kbd, syn = _keyboard("bench-floor-kbd"), _Recorder("bench-floor-synth")
+    try:
+        _connect(env, "bench-floor-kbd:out", "bench-floor-synth:in")
+        time.sleep(0.2)
+        lat = []
+        for i in range(n):
+            k = len(syn.got)
+            t0 = time.monotonic()
+            kbd.send_message([0x90, 60 + i % 12, 100])
+            hit = syn.wait_for(lambda t, m, k=k: len(syn.got) > k and t >= t0, 1.0)
+            if hit:
+                lat.append((hit[0] - t0) * 1e6)
+            kbd.send_message([0x80, 60 + i % 12, 0])
+            time.sleep(0.01 + (i % 7) * 0.0013)  # land at different points of the period
+        return lat
+    finally:
+        kbd.delete()
+        syn.close()
+
+
+def _reactions(env: dict[str, str], model: str, n: int, workdir: Path) -> tuple[list[float], dict, int]:
+    cfg = workdir / "bench.toml"
+    cfg.write_text(f'[midi]\napi = "jack"\n[engine]\nmode = "call"\nmodel = "{model}"\nsilence_s = 0.1\nanswer_s = 20.0\nseed = 1\n')
+    logf = open(workdir / "ripieno.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "ripieno.daemon.cli", "run", "--config", str(cfg)], env=env, stdout=logf, stderr=subprocess.STDOUT)
+    kbd, syn = _keyboard("bench-kbd"), _Recorder("bench-synth")
+    lat: list[float] = []
+    missed = 0
+    try:
+        log_path = workdir / "ripieno.log"
+        _wait(lambda: "ripieno is up" in log_path.read_text(errors="replace") or proc.poll() is not None, 60, "ripieno to come up")
+        if proc.poll() is not None:
+            raise RuntimeError(f"ripieno run exited with {proc.returncode}: {log_path.read_text(errors='replace')[-800:]}")
+        _connect(env, "bench-kbd:out", "ripieno:in")
+        _connect(env, "ripieno-out:out", "bench-synth:in")
+        time.sleep(0.3)
+        for i in range(n + missed):
+            if missed > n:
+                break
+            pitch = 48 + i % 24
+            t_phrase = time.monotonic()
+            kbd.send_message([0x90, pitch, 90])
+            time.sleep(0.03)
+            kbd.send_message([0x80, pitch, 0])
+            on = syn.wait_for(lambda t, m: t > t_phrase and m[0] & 0xF0 == 0x90 and m[2] > 0, 3.0)
+            if on is None:
+                missed += 1
+                continue
+            time.sleep(0.002 + (i % 5) * 0.0017)  # interrupt at different points of the period
+            t0 = time.monotonic()
+            kbd.send_message([0x90, pitch, 90])
+            off = syn.wait_for(lambda t, m: t >= t0 and (m[0] & 0xF0 == 0x80 or (m[0] & 0xF0 == 0x90 and m[2] == 0)), 1.0)
+            kbd.send_message([0x80, pitch, 0])
+            if off is None:  # the answer's note had already ended: nothing to switch off
+                missed += 1
+            else:
+                lat.append((off[0] - t0) * 1e6)
+            time.sleep(0.05)
+    finally:
+        kbd.delete()
+        syn.close()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        logf.close()
+    stats: dict = {}
+    for line in (workdir / "ripieno.log").read_text(errors="replace").splitlines():
+        if " stats {" in line:
+            stats = json.loads(line.split(" stats ", 1)[1])
+    return lat, stats, missed
+
+
+def run(model: str = "default", notes: int = 200, period: int = 128, server: str | None = None) -> dict:
+    """Measure; returns the JSON-able result (see module docstring)."""
+    jackd = None
+    name = server or f"ripieno-bench-{os.getpid()}"
+    env = os.environ | {"JACK_DEFAULT_SERVER": name, "JACK_NO_START_SERVER": "1"}
+    os.environ.update({"JACK_DEFAULT_SERVER": name, "JACK_NO_START_SERVER": "1"})
+    with tempfile.TemporaryDirectory(prefix="ripieno-bench-") as tmp:
+        work = Path(tmp)
+        try:
+            if server is None:
+                exe = shutil.which("jackd")
+                if exe is None:
+                    raise RuntimeError("bench e2e needs jackd (make install installs it)")
+                jackd = subprocess.Popen([exe, "-n", name, "--no-realtime", "-d", "dummy", "-r", str(RATE), "-p", str(period)],
+                                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                _wait(lambda: _jack(env, "jack_lsp").returncode == 0, 10, "the private jackd")
+            floor = _floor(env, max(50, notes))
+            lat, stats, missed = _reactions(env, model, notes, work)
+        finally:
+            if jackd is not None:
+                jackd.terminate()
+                try:
+                    jackd.wait(5)
+                except subprocess.TimeoutExpired:
+                    jackd.kill()
+                    jackd.wait()
+    period_us = period / RATE * 1e6
+    floor_p50 = _pct(floor, 0.5)
+    p99 = _pct(lat, 0.99)
+    return {
+        "input_to_output_p50_us": _pct(lat, 0.5),
+        "input_to_output_p99_us": p99,
+        "jitter_p99_us": (stats.get("lateness_us") or {}).get("p99"),
+        "jack_floor_us": floor_p50,
+        "jack_floor_p99_us": _pct(floor, 0.99),
+        "period_us": round(period_us, 1),
+        "added_p99_over_floor_us": None if p99 is None or floor_p50 is None else round(p99 - floor_p50, 1),
+        "goal_added_p99_us": round(period_us + 1000, 1),
+        "reactions": len(lat),
+        "missed": missed,
+        "scheduled_notes": (stats.get("lateness_us") or {}).get("n"),
+        "model": model,
+    }
