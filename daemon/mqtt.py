@@ -110,14 +110,15 @@ def is_auth_error(exc: BaseException) -> bool:
 
 
 def read_password(cfg: Config, env: Mapping[str, str]) -> str | None:
-    """The password from RIPIENO_MQTT_PASSWORD, else from password_file; never from the config itself."""
+    """The password from RIPIENO_MQTT_PASSWORD, else the first line of password_file; never from the config itself."""
     if env.get(PASSWORD_ENV):
         return env[PASSWORD_ENV]
     path = cfg.mqtt.password_file
     if not path:
         return None
     try:
-        return Path(path).expanduser().read_text(encoding="utf-8").rstrip("\r\n")
+        lines = Path(path).expanduser().read_text(encoding="utf-8").splitlines()
+        return lines[0] if lines else ""
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{cfg.source}: mqtt.password_file = {path!r}: cannot read: {exc.__class__.__name__}") from None
 

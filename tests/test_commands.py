@@ -218,3 +218,4 @@ async def test_every_cc_value_is_a_valid_command():
             assert cmd is not None
             await c.apply(*cmd)
     assert c.state.temperature == 2.0 and c.state.mode == "accompany" and c.state.enabled is True
+

@@ -14,6 +14,7 @@ import subprocess
 import pytest
 
 from mqtt_helpers import Observer, RecordingActions, mqtt_config, running
+from ripieno.daemon import config as cfgmod
 from ripieno.daemon import mqtt as mqttmod
 from peers import free_port
 from ripieno.daemon.commands import MAX_PAYLOAD, Controller, State, cc_command
@@ -232,3 +233,11 @@ def test_route_and_backoff_and_rate_limiter_are_pure():
     assert [lim.allow(0.0) for _ in range(4)] == [True, True, True, False]
     assert lim.allow(0.5) and not lim.allow(0.5)
 
+
+def test_password_comes_from_env_first_then_the_file_first_line(tmp_path):
+    f = tmp_path / "pw"
+    f.write_text("from-file\nsecond line\n")
+    cfg = cfgmod.parse({"mqtt": {"username": "u", "password_file": str(f)}})
+    assert mqttmod.read_password(cfg, {}) == "from-file"
+    assert mqttmod.read_password(cfg, {"RIPIENO_MQTT_PASSWORD": "from-env"}) == "from-env"
+    assert mqttmod.read_password(cfgmod.Config(), {}) is None

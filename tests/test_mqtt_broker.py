@@ -108,7 +108,7 @@ async def test_password_broker_refuses_a_wrong_password_with_one_clear_line(make
     caplog.set_level(logging.DEBUG)
     broker = _password_broker(make_broker, tmp_path, "ripieno", "s3cret-pass")
     secret = tmp_path / "mqtt-password"
-    secret.write_text("wrong-pass\n")
+    secret.write_text("wrong-pass\n# only the first line is the password\n")
     cfg = mqtt_config(broker.host, broker.port, mqtt={"username": "ripieno", "password_file": str(secret)})
     async with running(cfg, env={}) as (_, _, task):
         async with Observer(broker.host, broker.port, [f"{cfg.mqtt.base_topic}/status"], username="ripieno", password="s3cret-pass") as obs:
