@@ -158,3 +158,24 @@ def test_cli_one_line_errors(tmp_path: Path, caplog: pytest.LogCaptureFixture) -
         assert cli.main(["eval", "--model", str(path), "--midi", str(tmp_path / "missing")]) == 2
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert "--train-corpus" in errors[0] and "nope.pt" in errors[1] and "missing" in errors[2]
+
+
+def test_eval_reads_what_fit_writes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The meta contract end to end: fit records its data and split, eval rebuilds the same training split."""
+    from ripieno.training.markov import Baselines
+    from ripieno.training.midi_io import read_midi_dir
+    from ripieno.training.pieces import dedupe, split
+
+    midi = tmp_path / "midi"
+    midi.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(10):
+        write_midi(midi / f"t{i}.mid", events([int(x) for x in rng.integers(55, 75, size=12)] * 2))
+    fit_args = ["fit", "--midi", str(midi), "--out", str(tmp_path / "run"), "--epochs", "1", "--hidden", "8", "--layers", "1", "--batch", "4", "--no-progress", "--val-fraction", "0.2", "--test-fraction", "0.2"]
+    assert cli.main(fit_args) == 0
+    ck_path = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["checkpoint"]
+    assert cli.main(["eval", "--model", ck_path, "--midi", str(midi), "--json", "--no-progress"]) == 0
+    got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    train = split(dedupe(read_midi_dir(midi)), val=0.2, test=0.2)["train"]
+    assert 0 < len(train) < 10
+    assert got["baseline_markov_nll"] == pytest.approx(mean_nll(Baselines.train(train).rival(), read_midi_dir(midi)), rel=1e-12)
