@@ -203,6 +203,8 @@ class Broker:
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         listener = "" if "listener" in self.extra_conf else f"listener {self.port} {self.host}\nallow_anonymous true\n"
+        # Run as root, mosquitto drops to the `mosquitto` user, which cannot write pytest's private tmp dirs.
+        listener = ("user root\n" if os.geteuid() == 0 else "") + listener
         self.conf_path.write_text(listener + self.extra_conf + f"\nlog_dest file {self.workdir / f'mosquitto-{self.port}.log'}\n")
         exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         self.proc = subprocess.Popen([exe, "-c", str(self.conf_path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -251,7 +253,8 @@ class Daemon:
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env)
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def wait_log(self, needle: str, timeout: float = 20.0) -> None:

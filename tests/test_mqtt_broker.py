@@ -80,17 +80,12 @@ async def test_kill_9_makes_the_broker_publish_the_will(broker):
         proc.wait(5)
 
 
-# mosquitto started as root drops to the `mosquitto` user, which cannot read pytest's private tmp
-# dirs; `user root` keeps it as it was started (and is ignored when the tests run unprivileged).
-KEEP_USER = "user root\n"
-
-
 def _password_broker(make_broker, tmp_path: Path, user: str, password: str):
     pw = tmp_path / "passwd"
     subprocess.run(["mosquitto_passwd", "-b", "-c", str(pw), user, password], check=True, capture_output=True, timeout=10)
     pw.chmod(0o644)
     port = free_port()
-    return make_broker(KEEP_USER + f"listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {pw}\n", port=port)
+    return make_broker(f"listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {pw}\n", port=port)
 
 
 async def test_password_broker_admits_the_right_password(make_broker, tmp_path, caplog):
@@ -123,7 +118,7 @@ async def test_password_broker_refuses_a_wrong_password_with_one_clear_line(make
 def _tls_broker(make_broker, certs):
     port = free_port()
     return make_broker(
-        KEEP_USER + f"listener {port} 127.0.0.1\nallow_anonymous true\ncafile {certs['ca.crt']}\n"
+        f"listener {port} 127.0.0.1\nallow_anonymous true\ncafile {certs['ca.crt']}\n"
         f"certfile {certs['server.crt']}\nkeyfile {certs['server.key']}\nrequire_certificate true\n",
         port=port,
     )
