@@ -1,10 +1,14 @@
 """Raw MIDI bytes from the keyboard -> key presses, releases and controller moves.
 
 Pure and forgiving: whatever a keyboard (or a fuzzer) sends, this never raises. Running status
-is honoured (also across messages: JACK hands over raw bytes as the sender wrote them),
-real-time bytes inside a message are skipped, sysex and system-common are skipped, a velocity-0
-note-on is a note-off, a note-off for a key that is not held is ignored, a note-on for a key that
-is already held closes the old one first. Drums (channel 10) are not notes to answer.
+is honoured inside one message (several messages packed after one status byte); a message
+without a status byte of its own is dropped: ALSA and JACK always deliver complete messages
+(JACK MIDI forbids running status between events), so such bytes come from a broken client,
+and reading them as note-ons would strike keys that are never released. Real-time bytes inside
+a message are skipped, sysex and system-common are skipped, a velocity-0 note-on is a
+note-off, a note-off for a key that is not held is ignored, a note-on for a key that is
+already held closes the old one first, All Notes Off / All Sound Off (CC123/CC120) from the
+keyboard release its held keys on that channel. Drums (channel 10) are not notes to answer.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from dataclasses import dataclass
 
 from ripieno.model.events import DRUM_CHANNEL
 
+ALL_SOUND_OFF, ALL_NOTES_OFF = 120, 123
 NOTE_OFF, NOTE_ON, POLY_AT, CONTROL, PROGRAM, CHAN_AT, PITCH_BEND = 0x80, 0x90, 0xA0, 0xB0, 0xC0, 0xD0, 0xE0
 _DATA_BYTES = {NOTE_OFF: 2, NOTE_ON: 2, POLY_AT: 2, CONTROL: 2, PROGRAM: 1, CHAN_AT: 1, PITCH_BEND: 2}
 
@@ -79,15 +84,16 @@ class Listener:
     """Stateful decoding: running status and the keys the player is holding."""
 
     def __init__(self) -> None:
-        self.running: int | None = None
         self.held: dict[tuple[int, int], float] = {}  # (channel, pitch) -> time pressed
 
     def feed(self, t: float, data: Sequence[int]) -> list[Event]:
-        msgs, self.running = decode(data, self.running)
+        msgs, _ = decode(data, None)
         out: list[Event] = []
         for status, d1, d2 in msgs:
             kind, ch = status & 0xF0, status & 0x0F
             if kind == CONTROL:
+                if d1 in (ALL_SOUND_OFF, ALL_NOTES_OFF):
+                    out.extend(self._release_channel(t, ch))
                 out.append(Control(t, ch, d1, d2))
             elif kind in (NOTE_ON, NOTE_OFF) and ch != DRUM_CHANNEL:
                 out.extend(self._note(t, ch, d1, d2 if kind == NOTE_ON else 0))
@@ -102,9 +108,12 @@ class Listener:
             self.held[key] = t
             yield KeyDown(t, ch, pitch, velocity)
 
+    def _release_channel(self, t: float, channel: int) -> list[KeyUp]:
+        keys = [k for k in self.held if k[0] == channel]
+        return [KeyUp(t, ch, p, max(0.0, t - self.held.pop((ch, p)))) for ch, p in keys]
+
     def release_all(self, t: float) -> list[KeyUp]:
         """The keyboard vanished: every held key counts as released now."""
         ups = [KeyUp(t, ch, p, max(0.0, t - t0)) for (ch, p), t0 in self.held.items()]
         self.held.clear()
-        self.running = None
         return ups

@@ -34,12 +34,28 @@ class Change(enum.Enum):
 
 
 def ignored(msg: list[int]) -> bool:
-    """Messages ripieno never looks at: empty, sysex, and system real-time (clock, active sensing...).
+    """Messages ripieno never looks at: empty, system real-time (clock, active sensing...), sysex.
 
-    Only the first byte is checked: this runs in rtmidi's thread and must stay trivial; the
-    listener's decoder skips any real-time bytes hidden inside a longer message.
+    Trap (measured): rtmidi's JACK input treats an event that starts with F0 and does not end
+    with F7 as the start of a split sysex and appends every later event to it until an F7
+    arrives; with rtmidi's own sysex filter on, those swallowed notes are lost for good. So
+    rtmidi passes sysex to us, and a "sysex" with status bytes inside (notes swallowed that
+    way) still goes to the listener, whose decoder recovers them. A clean sysex is dropped here.
     """
-    return not msg or msg[0] >= 0xF0
+    if not msg:
+        return True
+    first = msg[0]
+    if first < 0xF0:
+        return False
+    if first != 0xF0:
+        return True
+    body = msg[1:-1] if msg[-1] == 0xF7 else msg[1:]
+    return not body or max(body) < 0x80
+
+
+def is_release(msg: list[int]) -> bool:
+    """A note-off, or a note-on with velocity 0."""
+    return len(msg) >= 3 and (msg[0] & 0xF0 == 0x80 or (msg[0] & 0xF0 == 0x90 and msg[2] == 0)) and msg[1] < 128
 
 
 class _Port:
@@ -132,7 +148,8 @@ class MidiInput(_Port):
         self.loop = loop
         self.queue: asyncio.Queue[tuple[float, list[int]]] = asyncio.Queue(maxsize)
         self.dropped = 0
-        self.midi.ignore_types(sysex=True, timing=True, active_sense=True)
+        self.lost_releases: set[tuple[int, int]] = set()
+        self.midi.ignore_types(sysex=False, timing=True, active_sense=True)
 
     def _opened(self) -> None:
         self.midi.set_callback(self._on_message)
@@ -153,6 +170,14 @@ class MidiInput(_Port):
             self.queue.put_nowait((t, msg))
         except asyncio.QueueFull:
             self.dropped += 1
+            if is_release(msg):  # a lost note-off would leave a key "held" forever: keep the key
+                self.lost_releases.add((msg[0] & 0x0F, msg[1]))
+
+    def take_lost_releases(self) -> list[list[int]]:
+        """Note-offs that overflowed the queue, as messages to feed the listener (at most 16 x 128)."""
+        msgs = [[0x80 | ch, pitch, 0] for ch, pitch in sorted(self.lost_releases)]
+        self.lost_releases.clear()
+        return msgs
 
     def close(self) -> None:
         try:

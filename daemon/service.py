@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 JACK_FLUSH_S = 0.05  # JACK sends from a ring buffer at the next cycle: give the last note-offs time to leave
 WATCH_S = 0.5  # hot-plug: port names are polled this often
+MQTT_GOODBYE_S = 1.0  # at stop, MQTT gets this long to publish "offline" before it is cancelled
 
 
 def make_rng(seed: int) -> np.random.Generator:
@@ -82,6 +83,7 @@ class Session:
         self._wake: asyncio.TimerHandle | None = None
         self._in_dropped = 0
         self._tasks: set[asyncio.Task] = set()
+        self._silenced = False
 
     # ------------------------------------------------------------------------- Actions (commands)
 
@@ -120,6 +122,9 @@ class Session:
             if self.midi_in.dropped != self._in_dropped:
                 stats.dropped += self.midi_in.dropped - self._in_dropped
                 self._in_dropped = self.midi_in.dropped
+                for release in self.midi_in.take_lost_releases():
+                    for ev in self.listener.feed(t, release):
+                        self.engine.handle(ev)
             self.engine.poll(time.monotonic())
             self._arm()
 
@@ -139,6 +144,8 @@ class Session:
         if self._wake is not None:
             self._wake.cancel()
             self._wake = None
+        if self._silenced:
+            return
         t = self.engine.next_wakeup()
         if t is not None:
             self._wake = self.loop.call_at(max(t, self.loop.time()), self._tick)
@@ -196,17 +203,29 @@ class Session:
         finally:
             systemd.notify("STOPPING=1")
             log.info("stopping")
+            self.silence()
+            self.stop.set()
+            mqtt = [t for t in tasks if t.get_name() == "mqtt" and not t.done()]
+            if mqtt:  # let it publish "offline" (bounded: the 2 s exit promise)
+                await asyncio.wait(mqtt, timeout=MQTT_GOODBYE_S)
             for t in [stopper, *tasks, *self._tasks]:
                 t.cancel()
             await asyncio.gather(stopper, *tasks, *self._tasks, return_exceptions=True)
         return 1 if self.failure is not None else 0
 
-    async def close(self) -> None:
-        """Panic (note-offs for all that sounds, then CC64/123/120), let the bytes leave, close ports."""
+    def silence(self) -> None:
+        """Panic once at the end (note-offs for all that sounds, then CC64/123/120); no more wake-ups."""
         if self._wake is not None:
             self._wake.cancel()
-        try:
+            self._wake = None
+        if not self._silenced:
+            self._silenced = True
             self.engine.panic()
+
+    async def close(self) -> None:
+        """Silence ripieno, let the last bytes leave, close the ports."""
+        try:
+            self.silence()
         finally:
             self.output.close()
             if self.api == "jack":

@@ -16,12 +16,21 @@ def test_velocity_zero_note_on_is_a_release_with_its_held_time():
     assert lis.held == {}
 
 
-def test_running_status_within_and_across_messages():
+def test_running_status_within_a_message_and_orphan_data_bytes_dropped():
     lis = Listener()
     evs = lis.feed(0.0, [0x91, 60, 90, 64, 91])
     assert evs == [KeyDown(0.0, 1, 60, 90), KeyDown(0.0, 1, 64, 91)]
-    evs = lis.feed(0.1, [60, 0])  # data bytes only: the running note-on status applies
-    assert evs == [KeyUp(0.1, 1, 60, 0.1)]
+    assert lis.feed(0.1, [62, 100]) == []  # no status of its own: not a key nobody will release
+    assert decode([60, 0], 0x91)[0] == [(0x91, 60, 0)]  # the decoder itself can run on
+
+
+def test_all_notes_off_from_the_keyboard_releases_its_keys():
+    lis = Listener()
+    lis.feed(0.0, [0x92, 60, 90, 64, 90])
+    lis.feed(0.0, [0x93, 67, 90])
+    evs = lis.feed(1.0, [0xB2, 123, 0])
+    assert evs == [KeyUp(1.0, 2, 60, 1.0), KeyUp(1.0, 2, 64, 1.0), Control(1.0, 2, 123, 0)]
+    assert list(lis.held) == [(3, 67)]
 
 
 def test_unmatched_note_off_and_drums_are_ignored():
@@ -62,8 +71,11 @@ def test_garbage_never_raises_and_leaves_consistent_held_keys():
 
 
 def test_rtmidi_thread_filter_drops_clock_sensing_and_sysex_only():
-    assert ignored([0xF8]) and ignored([0xFE]) and ignored([0xF0, 1, 0xF7]) and ignored([])
+    assert ignored([0xF8]) and ignored([0xFE]) and ignored([0xF0, 1, 0xF7]) and ignored([0xF0, 0xF7]) and ignored([])
     assert not ignored([0x90, 60, 1]) and not ignored([60, 0])
+    swallowed = [0xF0, 1, 2, 0x90, 60, 100, 0x80, 60, 0, 0xF7]  # rtmidi JACK glued notes onto a broken sysex
+    assert not ignored(swallowed)
+    assert [type(e).__name__ for e in Listener().feed(0.0, swallowed)] == ["KeyDown", "KeyUp"]
 
 
 def test_player_pulse_ignores_chords_and_phrase_length_runs_to_the_last_release():
@@ -78,3 +90,23 @@ def test_player_pulse_ignores_chords_and_phrase_length_runs_to_the_last_release(
     assert p.velocity() == 70
     assert abs(p.phrase_length() - 1.8) < 1e-9
     assert p.rested_since() == 2.8
+
+
+def test_note_offs_that_overflow_the_input_queue_are_kept_as_keys():
+    import asyncio
+
+    from ripieno.daemon.midi_ports import MidiInput, is_release
+
+    assert is_release([0x83, 60, 0]) and is_release([0x90, 60, 0]) and not is_release([0x90, 60, 1])
+    loop = asyncio.new_event_loop()
+    try:
+        port = MidiInput.__new__(MidiInput)  # only the loop-side hand-off, no rtmidi client
+        port.queue, port.dropped, port.lost_releases = asyncio.Queue(1), 0, set()
+        port._deliver(0.0, [0x90, 60, 100])
+        port._deliver(0.1, [0x90, 60, 0])
+        port._deliver(0.2, [0x85, 61, 0])
+        port._deliver(0.3, [0x90, 62, 100])
+        assert port.dropped == 3
+        assert port.take_lost_releases() == [[0x80, 60, 0], [0x85, 61, 0]] and port.lost_releases == set()
+    finally:
+        loop.close()
