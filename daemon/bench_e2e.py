@@ -214,6 +214,8 @@ def run(model: str = "default", notes: int = 200, period: int = 128, server: str
         "input_to_output_p50_us": _pct(lat, 0.5),
         "input_to_output_p99_us": p99,
         "jitter_p99_us": (stats.get("lateness_us") or {}).get("p99"),
+        "jitter_p50_us": (stats.get("lateness_us") or {}).get("p50"),
+        "load_avg_1min": round(os.getloadavg()[0], 2),
         "jack_floor_us": floor_p50,
         "jack_floor_p99_us": _pct(floor, 0.99),
         "period_us": round(period_us, 1),

@@ -1,0 +1,30 @@
+"""The benchmark commands run and print their JSON contract (numbers are reported, never asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+from peers import BIN
+from tiny_model import tiny_checkpoint
+
+
+def last_json(stdout: str) -> dict:
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def test_bench_step_prints_its_json():
+    r = subprocess.run([str(BIN / "ripieno"), "bench", "step", "--json", "--model", "random:1x32"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert {"p50_us", "p99_us", "floor_us", "naive_refeed_us"} <= set(last_json(r.stdout))
+
+
+def test_bench_e2e_runs_through_a_private_jackd_and_prints_its_json(tmp_path, jack):
+    model = tiny_checkpoint(tmp_path / "tiny.pt")
+    r = subprocess.run([str(BIN / "ripieno"), "bench", "e2e", "--json", "--model", str(model), "--notes", "8"],
+                       capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr
+    out = last_json(r.stdout)
+    keys = {"input_to_output_p50_us", "input_to_output_p99_us", "jitter_p99_us", "jack_floor_us"}
+    assert keys <= set(out)
+    assert out["reactions"] >= 1 and all(out[k] is not None and out[k] > 0 for k in keys), out
