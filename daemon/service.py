@@ -190,6 +190,7 @@ class Session:
         interval = systemd.watchdog_interval()
         if interval:
             tasks.append(self.loop.create_task(_watchdog(interval), name="watchdog"))
+        self.loop.set_exception_handler(self.on_loop_error)
         self.controller.set_ports(input=self.midi_in.peer or "", output=self.midi_out.peer or "")
         systemd.notify("READY=1")
         log.info("ripieno is up (mode %s, input %s, output %s)", self.engine.mode, self.midi_in.peer, self.midi_out.peer)
@@ -262,7 +263,6 @@ async def serve(cfg: Config) -> int:
     session = Session(cfg, api, loop, stream)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, session.stop.set)
-    loop.set_exception_handler(session.on_loop_error)
     try:
         status = await session.run()
     finally:
