@@ -76,6 +76,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from . import bench_step
 
         result = bench_step.run(args.model)
+    elif args.what == "soak":
+        from . import bench_soak
+
+        result = bench_soak.run(args.model, events=args.events)
     else:
         from . import bench_e2e
 
@@ -147,10 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
     sc.set_defaults(func=_cmd_continue)
 
     sb = sub.add_parser("bench", help="measure the model step or the end-to-end latency (JSON)")
-    sb.add_argument("what", choices=["step", "e2e"])
+    sb.add_argument("what", choices=["step", "e2e", "soak"])
     sb.add_argument("--model", default="default", help="'default' or a checkpoint path")
     sb.add_argument("--json", action="store_true", help="print one JSON object")
     sb.add_argument("--notes", type=int, default=200, help="e2e: measured reactions")
+    sb.add_argument("--events", type=int, default=1_000_000, help="soak: events (player + ripieno) through one session")
     sb.add_argument("--period", type=int, default=128, help="e2e: frames per period of the private jackd")
     sb.add_argument("--jack-server", help="e2e: use this running JACK server instead of a private dummy one")
     sb.set_defaults(func=_cmd_bench)
