@@ -19,7 +19,7 @@ import numpy as np
 
 from . import midi_ports, ports, systemd
 from .commands import CommandError, Controller, State, cc_command
-from .config import Config, as_dict
+from .config import Config, ConfigError, as_dict
 from .engine import Engine
 from .listener import Control, Listener
 from .output import RealtimeOutput
@@ -200,7 +200,8 @@ class Session:
             for t in done:
                 if t is not stopper and not t.cancelled() and t.exception() is not None:
                     self.failure = t.exception()
-                    log.error("task %s failed: %s", t.get_name(), self.failure, exc_info=self.failure)
+                    if not isinstance(self.failure, ConfigError):
+                        log.error("task %s failed: %s", t.get_name(), self.failure, exc_info=self.failure)
         finally:
             systemd.notify("STOPPING=1")
             log.info("stopping")
@@ -212,6 +213,8 @@ class Session:
             for t in [stopper, *tasks, *self._tasks]:
                 t.cancel()
             await asyncio.gather(stopper, *tasks, *self._tasks, return_exceptions=True)
+        if isinstance(self.failure, ConfigError):  # e.g. an unreadable MQTT password file: exit 2, one line
+            raise self.failure
         return 1 if self.failure is not None else 0
 
     def silence(self) -> None:
@@ -245,6 +248,10 @@ async def _watchdog(interval: float) -> None:
 
 
 async def serve(cfg: Config) -> int:
+    if cfg.mqtt.enabled:
+        from .mqtt import client_options
+
+        client_options(cfg)  # an unreadable password/CA/key file: exit 2 before any port opens
     api = ports.resolve_api(cfg.midi.api)
     log.info("config %s: %s", cfg.source, as_dict(cfg) | {"mqtt": "..."})
     log.info("MIDI api: %s", api)

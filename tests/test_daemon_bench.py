@@ -28,3 +28,12 @@ def test_bench_e2e_runs_through_a_private_jackd_and_prints_its_json(tmp_path, ja
     keys = {"input_to_output_p50_us", "input_to_output_p99_us", "jitter_p99_us", "jack_floor_us"}
     assert keys <= set(out)
     assert out["reactions"] >= 1 and all(out[k] is not None and out[k] > 0 for k in keys), out
+
+
+def test_bench_soak_prints_finite_blocks():
+    r = subprocess.run([str(BIN / "ripieno"), "bench", "soak", "--json", "--model", "random:1x16", "--events", "3000"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    out = last_json(r.stdout)
+    assert out["events"] >= 3000 and out["finite"] is True and len(out["blocks"]) == 10
+    assert out["player_notes"] > 0 and out["ripieno_notes"] > 0
