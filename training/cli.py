@@ -95,6 +95,8 @@ def run_fit(args: argparse.Namespace) -> int:
     log = logging.getLogger("ripieno.training.fit")
     try:
         dist = dist_from_env()
+        if not dist.main:  # rank 0 alone reports; the others speak only of problems
+            logging.getLogger().setLevel(max(logging.WARNING, logging.getLogger().level))
         if args.out is None and dist.active:
             raise FitError("under torchrun, pass --out RUN_DIR (every rank must write to the same place)")
         out = args.out or Path("runs") / time.strftime("fit-%Y%m%d-%H%M%S")
@@ -112,6 +114,7 @@ def run_fit(args: argparse.Namespace) -> int:
             [p.events for p in parts["train"]], [p.events for p in parts["val"]], out, model_config, cfg, meta, resume=args.resume,
         )
     except (FitError, CorpusError, CheckpointError, ValueError, OSError) as e:
+        log.debug("fit failed", exc_info=True)  # --log-level debug shows where
         log.error("%s", e)
         return 2
     if dist.main:
