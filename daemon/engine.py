@@ -48,6 +48,8 @@ TAIL_S = 0.4  # notes may ring this long past the end of an answer
 OBSERVE_PER_S = 100  # player notes per second the stream takes in; a smash beyond is counted, not stepped
 MAX_PLANS_PER_WAKE = 16  # model steps per loop callback before yielding to the loop
 ACCOMPANY_VELOCITY = 0.85  # a second voice sits a little under the player
+HELD_MAX_S = 30.0  # a key "held" this long with nothing else happening lost its note-off somewhere
+FLOOD_MEMORY_S = 10.0  # held keys are not trusted this long after a smash (its tail may still trickle in)
 
 
 class StreamLike(Protocol):
@@ -153,6 +155,7 @@ class Engine:
         self.model_velocities: deque[int] = deque(maxlen=32)
         self.recent_out: deque[float] = deque()  # ripieno onsets of the last second (rate limit)
         self.recent_in: deque[float] = deque()  # observed player onsets of the last second
+        self.flood_at: float | None = None  # last note beyond OBSERVE_PER_S (a smash)
         self.on_note_out: Callable[[NoteEvent, float], None] | None = None  # offline: record what was planned
 
     # ---------------------------------------------------------------------------------- control
@@ -220,6 +223,7 @@ class Engine:
             self._observe(NoteEvent(ev.pitch, self._step_to(ev.t), self.player.duration(), ev.velocity, Role.PLAYER), ev.t)
         else:
             self.stats.dropped += 1
+            self.flood_at = ev.t
         if self.active and self.mode == "accompany":
             self._follow(ev.t)
 
@@ -235,10 +239,29 @@ class Engine:
 
     # ----------------------------------------------------------------------------------- timing
 
+    def _stale_at(self) -> float | None:
+        """When keys still "held" stop counting: their note-offs were lost (a smash through a busy
+        JACK graph loses events; a cable pulled mid-note too). After a flood, one rest of
+        `silence_s` without any key event; otherwise HELD_MAX_S of nothing at all."""
+        p = self.player
+        if not p.held or p.last_event is None:
+            return None
+        flooded = self.flood_at is not None and p.last_event - self.flood_at <= FLOOD_MEMORY_S
+        return p.last_event + (self.silence_s if flooded else HELD_MAX_S)
+
+    def _expire_stale(self, now: float) -> None:
+        t = self._stale_at()
+        if t is not None and now >= t:
+            log.debug("%d held keys without note-off: counted as released", self.player.held)
+            self.player.release_all()
+            self.player.last_release = now
+
     def next_wakeup(self) -> float | None:
         """When `poll` has something to do next (None: only input can change anything)."""
         if not self.active:
             return None
+        if self.mode == "call" and self.plan is None and self.player.held:
+            return self._stale_at()
         if self.plan is not None:
             if self.plan.waiting:
                 return self.plan.end
@@ -253,6 +276,7 @@ class Engine:
         if not self.active:
             return
         if self.mode == "call" and self.plan is None:
+            self._expire_stale(now)
             rest = self.player.rested_since()
             if self.player.phrase_start is not None and rest is not None and now >= rest + self.silence_s:
                 length = self.answer_len or clamp(self.player.phrase_length(), MIN_ANSWER_S, self.cfg.answer_s)

@@ -1,10 +1,12 @@
 """Raw MIDI bytes from the keyboard -> key presses, releases and controller moves.
 
 Pure and forgiving: whatever a keyboard (or a fuzzer) sends, this never raises. Running status
-is honoured inside one message (several messages packed after one status byte); a message
-without a status byte of its own is dropped: ALSA and JACK always deliver complete messages
-(JACK MIDI forbids running status between events), so such bytes come from a broken client,
-and reading them as note-ons would strike keys that are never released. Real-time bytes inside
+is ignored: data bytes without a status byte of their own are dropped. ALSA and JACK deliver
+complete messages (JACK MIDI forbids running status), so such bytes come from a broken client
+or from events rtmidi glued together (see midi_ports.ignored), and reading them as note-ons
+would strike keys nobody ever releases, which in call mode means ripieno would wait for a rest
+forever (measured: that is what a fuzzed keyboard did). Several complete messages in one event
+are all decoded. Real-time bytes inside
 a message are skipped, sysex and system-common are skipped, a velocity-0 note-on is a
 note-off, a note-off for a key that is not held is ignored, a note-on for a key that is
 already held closes the old one first, All Notes Off / All Sound Off (CC123/CC120) from the
@@ -50,20 +52,20 @@ class Control:
 Event = KeyDown | KeyUp | Control
 
 
-def decode(data: Sequence[int], running: int | None) -> tuple[list[tuple[int, int, int]], int | None]:
-    """Channel-voice messages (status, data1, data2) in data, and the running status after it.
+def decode(data: Sequence[int]) -> list[tuple[int, int, int]]:
+    """Channel-voice messages (status, data1, data2) in data, each with its own status byte.
 
-    Incomplete messages are dropped; data bytes with no status to run on are skipped.
+    Incomplete messages are dropped; data bytes with no status of their own are skipped.
     """
     out: list[tuple[int, int, int]] = []
-    status = running
+    status: int | None = None
     buf: list[int] = []
     in_sysex = False
     for b in data:
         b &= 0xFF
         if b >= 0xF8:  # real-time: may appear anywhere, changes nothing
             continue
-        if b >= 0xF0:  # system common / sysex: cancels running status
+        if b >= 0xF0:  # system common / sysex: ends the message in progress
             in_sysex = b == 0xF0
             status, buf = None, []
             continue
@@ -76,18 +78,18 @@ def decode(data: Sequence[int], running: int | None) -> tuple[list[tuple[int, in
         buf.append(b)
         if len(buf) == _DATA_BYTES[status & 0xF0]:
             out.append((status, buf[0], buf[1] if len(buf) > 1 else 0))
-            buf = []
-    return out, status
+            status, buf = None, []
+    return out
 
 
 class Listener:
-    """Stateful decoding: running status and the keys the player is holding."""
+    """Stateful decoding: the keys the player is holding."""
 
     def __init__(self) -> None:
         self.held: dict[tuple[int, int], float] = {}  # (channel, pitch) -> time pressed
 
     def feed(self, t: float, data: Sequence[int]) -> list[Event]:
-        msgs, _ = decode(data, None)
+        msgs = decode(data)
         out: list[Event] = []
         for status, d1, d2 in msgs:
             kind, ch = status & 0xF0, status & 0x0F

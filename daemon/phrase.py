@@ -25,6 +25,7 @@ class Player:
         self.held = 0
         self.phrase_start: float | None = None  # first onset of the phrase not yet answered
         self.phrase_notes = 0
+        self.last_event: float | None = None  # last press or release
 
     def key_down(self, t: float, velocity: int) -> None:
         if self.last_onset is not None and CHORD_S <= t - self.last_onset <= 2.0:
@@ -33,6 +34,7 @@ class Player:
             self.last_onset = t
         self.velocities.append(velocity)
         self.held += 1
+        self.last_event = t
         if self.phrase_start is None:
             self.phrase_start = t
         self.phrase_notes += 1
@@ -41,6 +43,7 @@ class Player:
         self.held = max(0, self.held - 1)
         self.durations.append(held_s)
         self.last_release = t
+        self.last_event = t
 
     def release_all(self) -> None:
         self.held = 0

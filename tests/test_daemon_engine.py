@@ -148,7 +148,7 @@ def test_mode_change_and_panic_silence_everything(ckpt):
     engine.set_state("call", True, 0.9, 0.8)
     assert [m for _, m in out.sent[-3:]] == [[0xB0, 64, 0], [0xB0, 123, 0], [0xB0, 120, 0]]
     assert out.scheduler.open == set() and out.scheduler.planned == []
-    assert engine.next_wakeup() is None
+    assert engine.plan is None
 
 
 def test_off_mode_listens_without_playing(ckpt):
@@ -174,3 +174,18 @@ def test_pure_helpers():
     assert scaled_velocity(100, 100.0, 40.0) == 40
     assert snap(1.12, 1.0, 0.25, 1.0) == 1.0 and snap(1.2, 1.0, 0.25, 1.1) == 1.25
     assert Config().engine.mode == "call"
+
+
+def test_keys_whose_note_off_was_lost_in_a_smash_stop_blocking_the_answer(ckpt):
+    engine, out = make(ckpt, silence_s=0.5)
+    smash: list[Event] = [KeyDown(k / 1500, k % 16 if k % 16 != 9 else 0, 20 + k % 80, 90) for k in range(1500)]  # no note-offs at all
+    drive(engine, out, smash, until=1.2)
+    assert engine.player.held > 0 and ons(out) == []
+    drive(engine, out, [], until=4.0)
+    assert ons(out), "ripieno waited forever for keys whose note-off never came"
+
+
+def test_without_a_flood_a_held_key_keeps_ripieno_listening(ckpt):
+    engine, out = make(ckpt, silence_s=0.5)
+    drive(engine, out, [*phrase(0.0, [60, 62, 64]), KeyDown(0.8, 0, 67, 90)], until=10.0)
+    assert ons(out) == []  # the player holds the last note: no answer over it

@@ -16,17 +16,16 @@ def test_velocity_zero_note_on_is_a_release_with_its_held_time():
     assert lis.held == {}
 
 
-def test_running_status_within_a_message_and_orphan_data_bytes_dropped():
+def test_running_status_is_ignored_and_packed_complete_messages_are_all_read():
     lis = Listener()
-    evs = lis.feed(0.0, [0x91, 60, 90, 64, 91])
-    assert evs == [KeyDown(0.0, 1, 60, 90), KeyDown(0.0, 1, 64, 91)]
-    assert lis.feed(0.1, [62, 100]) == []  # no status of its own: not a key nobody will release
-    assert decode([60, 0], 0x91)[0] == [(0x91, 60, 0)]  # the decoder itself can run on
+    assert lis.feed(0.0, [0x91, 60, 90, 64, 91]) == [KeyDown(0.0, 1, 60, 90)]  # 64, 91: no status of their own
+    assert lis.feed(0.1, [62, 100]) == []
+    assert lis.feed(0.2, [0x91, 62, 90, 0x81, 60, 0]) == [KeyDown(0.2, 1, 62, 90), KeyUp(0.2, 1, 60, 0.2)]
 
 
 def test_all_notes_off_from_the_keyboard_releases_its_keys():
     lis = Listener()
-    lis.feed(0.0, [0x92, 60, 90, 64, 90])
+    lis.feed(0.0, [0x92, 60, 90, 0x92, 64, 90])
     lis.feed(0.0, [0x93, 67, 90])
     evs = lis.feed(1.0, [0xB2, 123, 0])
     assert evs == [KeyUp(1.0, 2, 60, 1.0), KeyUp(1.0, 2, 64, 1.0), Control(1.0, 2, 123, 0)]
@@ -46,9 +45,8 @@ def test_restrike_of_a_held_key_closes_the_old_note_first():
 
 
 def test_realtime_and_sysex_inside_a_message_are_skipped():
-    msgs, running = decode([0xF8, 0x90, 0xFE, 60, 0xF8, 100, 0xF0, 1, 2, 3, 0xF7, 62, 5], None)
-    assert msgs == [(0x90, 60, 100)]
-    assert running is None  # sysex cancels running status; the data bytes after it are dropped
+    msgs = decode([0xF8, 0x90, 0xFE, 60, 0xF8, 100, 0xF0, 1, 2, 3, 0xF7, 62, 5])
+    assert msgs == [(0x90, 60, 100)]  # the data bytes after the sysex have no status: dropped
 
 
 def test_controls_come_through_and_other_channel_messages_are_dropped():
