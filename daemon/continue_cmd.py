@@ -140,7 +140,7 @@ def run_offline(
     scheduler = Scheduler(cfg.midi.channel - 1, cfg.engine.max_polyphony)
     out = OfflineOutput(scheduler, clock)
     answer_len = seconds if seconds is not None else (3600.0 if events is not None else None)
-    engine = Engine(cfg.engine, stream, out, rng, clock=lambda: clock[0], max_events=events, answer_len=answer_len)
+    engine = Engine(cfg.engine, stream, out, rng, max_events=events, answer_len=answer_len)
     inputs = prompt_events(prompt)
     silence_s = engine.silence_s
     engine.silence_s = float("inf")  # rests inside the prompt are not the player handing over

@@ -28,7 +28,6 @@ import logging
 import statistics
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -132,7 +131,6 @@ class Engine:
         output: Output,
         rng: np.random.Generator,
         stats: Counters | None = None,
-        clock: Callable[[], float] = time.monotonic,
         max_events: int | None = None,
         answer_len: float | None = None,
     ) -> None:
@@ -141,7 +139,6 @@ class Engine:
         self.output = output
         self.rng = rng
         self.stats: Counters = stats if stats is not None else _Counters()
-        self.clock = clock
         self.mode = cfg.mode
         self.enabled = True
         self.temperature = cfg.temperature
@@ -156,7 +153,6 @@ class Engine:
         self.recent_out: deque[float] = deque()  # ripieno onsets of the last second (rate limit)
         self.recent_in: deque[float] = deque()  # observed player onsets of the last second
         self.flood_at: float | None = None  # last note beyond OBSERVE_PER_S (a smash)
-        self.on_note_out: Callable[[NoteEvent, float], None] | None = None  # offline: record what was planned
 
     # ---------------------------------------------------------------------------------- control
 
@@ -332,8 +328,6 @@ class Engine:
         self.output.note(onset, off, ev.pitch, velocity)
         played = NoteEvent(ev.pitch, self._step_to(onset), off - onset, velocity, Role.RIPIENO)
         self._observe(played, onset)
-        if self.on_note_out is not None:
-            self.on_note_out(played, onset)
         self.recent_out.append(onset)
         self.stats.notes_out += 1
         if self.events_left is not None:

@@ -26,7 +26,7 @@ def ckpt(tmp_path_factory):
 def make(ckpt, seed: int = 1, **engine_kw) -> tuple[Engine, OfflineOutput]:
     cfg = dataclasses.replace(EngineConfig(), **engine_kw)
     out = OfflineOutput(Scheduler(0, cfg.max_polyphony), [0.0])
-    return Engine(cfg, Stream(ckpt), out, np.random.default_rng(seed), clock=lambda: out.clock[0]), out
+    return Engine(cfg, Stream(ckpt), out, np.random.default_rng(seed)), out
 
 
 def phrase(t0: float, pitches: list[int], step: float = 0.25, dur: float = 0.2, vel: int = 90, ch: int = 0) -> list[Event]:
