@@ -193,6 +193,8 @@ class MidiOutput(_Port):
     kind = "out"
 
     def send(self, msg: list[int]) -> None:
+        if self.peer is None:  # the synth is gone: nothing to play on until it is back
+            return
         try:
             self.midi.send_message(msg)
         except (rtmidi.RtMidiError, ValueError) as exc:
