@@ -33,6 +33,7 @@ def test_torchrun_two_cpu_processes_write_one_checkpoint_that_eval_reads(tmp_pat
     assert len(json_lines) == 1  # rank 0 alone reports
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["world_size"] == 2 and math.isfinite(summary["val_pitch_nll"])
+    assert summary["replicas_identical"] is True  # gradients really were all-reduced
     assert sorted(p.name for p in out.iterdir()) == ["last.pt", "loss.png", "metrics.csv", "model.pt"]
     ck = checkpoint.load(summary["checkpoint"])
     assert ck.meta["world_size"] == 2 and ck.config.hidden == 16

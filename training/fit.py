@@ -104,6 +104,7 @@ class FitResult:
     train_tokens_per_s: float
     batching: str
     device: str
+    replicas_identical: bool  # under DDP: all ranks ended with the same weights
     metrics: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
@@ -252,6 +253,16 @@ def fit_horizon(total_steps: int, step: int, steps_per_epoch: int, epoch_seconds
     if fitted < total_steps:
         log.info("time budget: about %d more epochs fit; learning-rate schedule shortened to %d steps", epochs_left, max(fitted, step))
     return agree_on_steps(max(fitted, step, 1), dist, device)
+
+
+def replicas_identical(model: nn.Module, dist: Dist, device: torch.device) -> bool:
+    """Whether every rank ended with exactly the same weights (what DDP promises), by per-tensor sums."""
+    if not dist.active:
+        return True
+    sums = torch.stack([p.detach().double().sum() for p in model.parameters()]).to(device)
+    gathered = [torch.zeros_like(sums) for _ in range(dist.world_size)]
+    torch_dist.all_gather(gathered, sums)
+    return all(torch.equal(g, gathered[0]) for g in gathered)
 
 
 def any_rank(flag: bool, dist: Dist, device: torch.device) -> bool:
@@ -462,6 +473,9 @@ def _fit(
         if deadline is not None and any_rank(time.monotonic() > deadline, dist, device):
             stopped = "time"
             break
+    in_sync = replicas_identical(model, dist, device)
+    if not in_sync:
+        log.warning("rank %d: the replicas' weights differ at the end of training", dist.rank)
     if dist.main and history:
         loss_curve(history, out_dir / CURVE)
     if dist.active:
@@ -479,6 +493,7 @@ def _fit(
         train_tokens_per_s=round(seen_tokens / max(train_seconds, 1e-9), 1),  # all ranks' notes
         batching=batching,
         device=str(device),
+        replicas_identical=in_sync,
         metrics={k: round(v, 5) for k, v in best_row.items() if k.startswith(("val_", "train_"))},
     )
     if dist.main:
