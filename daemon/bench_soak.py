@@ -68,6 +68,9 @@ def _player(rng: np.random.Generator) -> Iterator[Event]:
 
 
 def run(model: str = "random:2x256", events: int = 1_000_000, seed: int = 0) -> dict:
+    from .service import single_thread
+
+    single_thread()
     ck = bench_step.checkpoint_for(model)
     cfg = Config()
     cfg = dataclasses.replace(cfg, engine=dataclasses.replace(cfg.engine, mode="accompany", max_notes_per_s=24.0))

@@ -198,8 +198,9 @@ def write_midi(path: str | Path, prompt: list[Note], continuation: list[Note], c
 def main(cfg: Config, prompt_path: str, out_path: str, seconds: float | None, events: int | None,
          seed: int | None, png: str | None) -> int:
     """The command: read, continue, write (and draw); prints a one-line summary on stdout."""
-    from .service import load_stream, make_rng
+    from .service import load_stream, make_rng, single_thread
 
+    single_thread()
     prompt = read_prompt(prompt_path)
     stream = load_stream(cfg.engine.model)
     rng = make_rng(cfg.engine.seed if seed is None else seed)

@@ -277,9 +277,17 @@ async def serve(cfg: Config) -> int:
     return status
 
 
-def run(cfg: Config) -> int:
+def single_thread() -> None:
+    """One model step is ~100 us of numpy: BLAS or torch threads only add wake-up jitter on a small box."""
     import torch
 
-    torch.set_num_threads(1)  # one model step is ~100 us: threads only add wake-up jitter
+    from ripieno.model.blas import limit_blas_threads
+
+    torch.set_num_threads(1)
+    limit_blas_threads(1)
+
+
+def run(cfg: Config) -> int:
+    single_thread()
     return asyncio.run(serve(cfg))
 
