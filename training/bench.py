@@ -4,7 +4,8 @@ Throughput: full training steps (batch gathering, forward, loss, backward, clipp
 state carry) through the same `train_step` that `fit` runs, on the default architecture and
 realistic note sequences (the corpus if named, else synthetic melodies with lengths spread over
 16-128 notes, like folk songs and chorales). Packed and padded run over the same bucketed
-batches; naive is the notebook way (random batches padded to their longest); default is what
+batches; naive is the notebook way (random batches padded to their longest, given the same TBPTT
+chunks, which for pieces of at most `tbptt` notes changes nothing); default is what
 `fit --batching auto` uses on this device, timed on its own. Modes are interleaved in short
 rounds (order rotated) and each mode's best round is reported, as timeit does: on a shared
 machine the slower rounds measure the neighbours, not the code (default and padded are the same
