@@ -131,14 +131,16 @@ def test_cli_fit_last_line_is_the_json_contract(tmp_path: Path) -> None:
     midi = write_folder(tmp_path / "midi", 12)
     (midi / "broken.mid").write_bytes(b"MThd\x00\x00garbage")
     out = tmp_path / "run"
-    args = ["fit", "--midi", str(midi), "--out", str(out), "--epochs", "2", "--hidden", "16", "--layers", "1", "--tbptt", "8", "--batch", "4", "--no-progress", "--val-fraction", "0.2"]
+    args = ["fit", "--midi", str(midi), "--out", str(out), "--epochs", "2", "--hidden", "16", "--layers", "1", "--tbptt", "8", "--batch", "4", "--no-progress", "--val-fraction", "0.2", "--tie-weights"]
     proc = subprocess.run([BIN / "ripieno-train", *args], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert Path(summary["checkpoint"]) == (out / "model.pt").resolve() and summary["world_size"] == 1
     assert math.isfinite(summary["val_pitch_nll"])
     assert "broken.mid" in proc.stderr
-    meta = checkpoint.load(summary["checkpoint"]).meta
+    ck = checkpoint.load(summary["checkpoint"])
+    assert ck.config.hidden == 16 and ck.config.layers == 1 and ck.config.tie_weights
+    meta = ck.meta
     assert meta["data"]["midi"] == str(midi.resolve()) and meta["data"]["pieces"] == 12
     assert meta["data"]["duplicates_removed"] == 5  # tunes 7..11 repeat tunes 0..4
     assert meta["data"]["train_pieces"] + meta["data"]["val_pieces"] + meta["data"]["test_pieces"] == 7

@@ -35,6 +35,7 @@ def add_fit_command(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--hidden", type=int, default=256, help="LSTM width")
     f.add_argument("--layers", type=int, default=2, help="LSTM layers")
     f.add_argument("--dropout", type=float, default=0.1)
+    f.add_argument("--tie-weights", action="store_true", help="pitch output layer shares the pitch input embedding")
     f.add_argument("--tbptt", type=int, default=d.tbptt, help="events per back-propagation chunk; 0 = whole pieces (full BPTT)")
     f.add_argument("--batch", type=int, default=d.batch, help="pieces trained side by side")
     f.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (AdamW, warmup then cosine)")
@@ -108,7 +109,7 @@ def run_fit(args: argparse.Namespace) -> int:
         )
         if args.hidden < 1 or args.layers < 1 or not 0 <= args.dropout < 1:
             raise FitError("--hidden and --layers must be >= 1 and --dropout in [0, 1)")
-        model_config = ModelConfig(hidden=args.hidden, layers=args.layers, dropout=args.dropout)
+        model_config = ModelConfig(hidden=args.hidden, layers=args.layers, dropout=args.dropout, tie_weights=args.tie_weights)
         parts, meta = _fit_pieces(args)
         result = fit(
             [p.events for p in parts["train"]], [p.events for p in parts["val"]], out, model_config, cfg, meta, resume=args.resume,
