@@ -15,7 +15,7 @@ import torch
 
 from ripieno.model import checkpoint
 from ripieno.model.network import ModelConfig
-from ripieno.training.fit import Dist, FitConfig, FitError, fit, fit_horizon, learning_rate
+from ripieno.training.fit import FitConfig, FitError, fit, learning_rate
 
 torch.set_num_threads(1)
 
@@ -99,13 +99,12 @@ def test_learning_rate_warms_up_then_decays_to_its_floor() -> None:
     assert lrs[110] == pytest.approx(0.1) and lrs[60] == pytest.approx(0.55)
 
 
-def test_time_budget_shortens_the_schedule_to_the_epochs_that_fit() -> None:
-    one = Dist()
-    cpu = torch.device("cpu")
-    # 100 steps per epoch, 10 s per epoch, 35 s left: 3 more epochs fit
-    assert fit_horizon(2000, 100, 100, 10.0, 35.0, one, cpu) == 400
-    assert fit_horizon(300, 100, 100, 10.0, 35.0, one, cpu) == 300  # never lengthened
-    assert fit_horizon(2000, 100, 100, 10.0, -5.0, one, cpu) == 100
+def test_time_budget_moves_the_schedule_along_when_time_runs_ahead_of_steps() -> None:
+    cfg = FitConfig(lr=1.0, warmup_steps=10, min_lr_fraction=0.1)
+    assert learning_rate(20, 1000, cfg, time_fraction=0.5) == pytest.approx(0.55)  # time is further along
+    assert learning_rate(20, 1000, cfg, time_fraction=1.0) == pytest.approx(0.1)
+    assert learning_rate(510, 1010, cfg, time_fraction=0.1) == pytest.approx(0.55)  # steps are further along
+    assert learning_rate(5, 1000, cfg, time_fraction=0.9) == pytest.approx(0.6)  # warmup is warmup
 
 
 def test_bad_settings_are_one_clear_error() -> None:

@@ -164,12 +164,17 @@ def resolve_batching(name: str, device: torch.device) -> tuple[Batching, str]:
 # -------------------------------------------------------------------------------- schedule
 
 
-def learning_rate(step: int, total_steps: int, cfg: FitConfig) -> float:
-    """Linear warmup, then cosine decay to lr * min_lr_fraction at total_steps."""
+def learning_rate(step: int, total_steps: int, cfg: FitConfig, time_fraction: float = 0.0) -> float:
+    """Linear warmup, then cosine decay to lr * min_lr_fraction.
+
+    The cosine's progress is the further along of the steps (of total_steps) and the time
+    budget (time_fraction of --max-minutes spent), so a time-limited run still reaches its
+    floor when time runs out, however fast or contended the machine turns out to be.
+    """
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     span = max(1, total_steps - cfg.warmup_steps)
-    progress = min(1.0, (step - cfg.warmup_steps) / span)
+    progress = min(1.0, max((step - cfg.warmup_steps) / span, time_fraction))
     floor = cfg.lr * cfg.min_lr_fraction
     return floor + (cfg.lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
@@ -242,19 +247,6 @@ def agree_on_steps(n: int, dist: Dist, device: torch.device) -> int:
     return int(t.item())
 
 
-def fit_horizon(total_steps: int, step: int, steps_per_epoch: int, epoch_seconds: float, seconds_left: float, dist: Dist, device: torch.device) -> int:
-    """The LR schedule's length, shortened to the epochs that fit in the time left (all ranks agree).
-
-    So a --max-minutes run still decays its learning rate to the floor instead of being cut
-    off at a high rate.
-    """
-    epochs_left = max(0, int(seconds_left // max(epoch_seconds, 1e-9)))
-    fitted = min(total_steps, step + epochs_left * steps_per_epoch)
-    if fitted < total_steps:
-        log.info("time budget: about %d more epochs fit; learning-rate schedule shortened to %d steps", epochs_left, max(fitted, step))
-    return agree_on_steps(max(fitted, step, 1), dist, device)
-
-
 def replicas_identical(model: nn.Module, dist: Dist, device: torch.device) -> bool:
     """Whether every rank ended with exactly the same weights (what DDP promises), by per-tensor sums."""
     if not dist.active:
@@ -265,12 +257,14 @@ def replicas_identical(model: nn.Module, dist: Dist, device: torch.device) -> bo
     return all(torch.equal(g, gathered[0]) for g in gathered)
 
 
-def any_rank(flag: bool, dist: Dist, device: torch.device) -> bool:
-    if not dist.active:
-        return flag
-    t = torch.tensor([int(flag)], dtype=torch.int64, device=device)
-    torch_dist.all_reduce(t, op=torch_dist.ReduceOp.MAX)
-    return bool(t.item())
+def budget_fraction(elapsed: float, cfg: FitConfig, dist: Dist, device: torch.device) -> float:
+    """The share of --max-minutes spent (0 without a budget), the largest over ranks so all agree."""
+    if cfg.max_minutes is None:
+        return 0.0
+    t = torch.tensor([elapsed / (cfg.max_minutes * 60)], dtype=torch.float64, device=device)
+    if dist.active:
+        torch_dist.all_reduce(t, op=torch_dist.ReduceOp.MAX)
+    return float(t.item())
 
 
 @torch.no_grad()
@@ -383,7 +377,7 @@ def _fit(
 
     stopped = "epochs"
     seen_tokens, train_seconds = 0, 0.0
-    deadline = None if cfg.max_minutes is None else started + cfg.max_minutes * 60 - spent
+    time_fraction = budget_fraction(spent, cfg, dist, device)
     for epoch in range(first_epoch, cfg.epochs + 1):
         epoch_start = time.monotonic()
         rng = np.random.default_rng([cfg.seed, epoch, dist.rank])
@@ -397,11 +391,11 @@ def _fit(
         sums = Sums()
         state = zero_state(model_config.layers, cfg.batch, model_config.hidden, device)
         timed_out = False
-        lr = learning_rate(global_step, total_steps, cfg)
+        lr = learning_rate(global_step, total_steps, cfg, time_fraction)
         bar = tqdm(total=len(plan), desc=f"epoch {epoch}/{cfg.epochs}", unit="step", disable=not (cfg.progress and dist.main), leave=False)
         model.train()
         for i, (chunk, batch) in enumerate(iterate_chunks(tokens, plan, device)):
-            lr = learning_rate(global_step, total_steps, cfg)
+            lr = learning_rate(global_step, total_steps, cfg, time_fraction)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             losses, new_state, rows = train_step(step_module, model, optimizer, batch, gather_state(state, chunk), cfg.clip)
@@ -411,7 +405,8 @@ def _fit(
             bar.update()
             if i % 20 == 0:
                 bar.set_postfix(loss=f"{float(losses['total'].detach()):.3f}", pitch=f"{float(losses['pitch'].detach()):.3f}")
-                if deadline is not None and any_rank(time.monotonic() > deadline, dist, device):
+                time_fraction = budget_fraction(spent + time.monotonic() - started, cfg, dist, device)
+                if time_fraction >= 1.0:
                     timed_out = True
                     break
         bar.close()
@@ -436,8 +431,6 @@ def _fit(
         else:
             bad_epochs += 1
         elapsed = spent + time.monotonic() - started
-        if deadline is not None and epoch == first_epoch:
-            total_steps = fit_horizon(total_steps, global_step, len(plan), time.monotonic() - epoch_start, deadline - time.monotonic(), dist, device)
         if dist.main:
             log.info(
                 "epoch %d: train %.4f, val %.4f (pitch %.4f), %.0f notes/s, %.0f s%s",
@@ -470,7 +463,8 @@ def _fit(
         if bad_epochs >= cfg.patience:
             stopped = "early-stop"
             break
-        if deadline is not None and any_rank(time.monotonic() > deadline, dist, device):
+        time_fraction = budget_fraction(spent + time.monotonic() - started, cfg, dist, device)
+        if time_fraction >= 1.0:
             stopped = "time"
             break
     in_sync = replicas_identical(model, dist, device)
