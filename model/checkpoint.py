@@ -1,11 +1,12 @@
 """Safe checkpoints: one file, tensors plus a JSON header, never an arbitrary pickle.
 
 Format (FORMAT_VERSION 1): `torch.save` of a plain dict
-    {"format": "ripieno-checkpoint", "header": <JSON string>, "weights": {name: tensor}}
+    {"format": "ripieno-checkpoint", "header": <JSON string>, "weights": {name: tensor},
+     "tables": {name: tensor}}   # optional: e.g. the corpus n-gram the online blend uses
 read back with `torch.load(weights_only=True)`, which refuses anything but tensors and plain
 containers. The header holds the format version, the ModelConfig (with its Encoding and
 encoding version), free-form metadata (training run, metrics) and the SHA-256 of the weights
-(over sorted names, dtypes, shapes and bytes), so a flipped byte is caught at load time,
+(over sorted names, dtypes, shapes and bytes; tables count as "tables/<name>"), so a flipped byte is caught at load time,
 not as garbage notes later. Every problem is one CheckpointError line naming the file.
 """
 
@@ -39,6 +40,8 @@ class Checkpoint:
     config: ModelConfig
     meta: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    tables: dict[str, torch.Tensor] = field(default_factory=dict)  # non-weight arrays (corpus n-gram)
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False)  # objects built once from tables
 
     @property
     def encoding(self) -> Encoding:
@@ -59,16 +62,22 @@ def weights_sha256(state: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def save(path: str | os.PathLike, model: NoteLSTM, meta: dict[str, Any] | None = None) -> Path:
-    """Write model + meta atomically (temp file then rename), so a crash never leaves half a checkpoint."""
+def _checked(state: dict[str, torch.Tensor], tables: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """What the checksum covers: the weights, and the tables under "tables/" (absent tables change nothing)."""
+    return {**state, **{f"tables/{k}": v for k, v in tables.items()}}
+
+
+def save(path: str | os.PathLike, model: NoteLSTM, meta: dict[str, Any] | None = None, tables: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write model + meta (+ tables) atomically (temp file then rename), so a crash never leaves half a checkpoint."""
     path = Path(path)
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    tables = {k: v.detach().cpu().contiguous() for k, v in (tables or {}).items()}
     header = {
         "format_version": FORMAT_VERSION,
         "encoding_version": model.config.encoding.version,
         "config": model.config.to_dict(),
         "meta": meta or {},
-        "sha256": weights_sha256(state),
+        "sha256": weights_sha256(_checked(state, tables)),
     }
     try:
         text = json.dumps(header, sort_keys=True, allow_nan=False)
@@ -76,7 +85,10 @@ def save(path: str | os.PathLike, model: NoteLSTM, meta: dict[str, Any] | None =
         raise CheckpointError(f"checkpoint {path}: meta is not plain JSON ({e})") from None
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save({"format": FORMAT, "header": text, "weights": state}, tmp)
+    blob = {"format": FORMAT, "header": text, "weights": state}
+    if tables:
+        blob["tables"] = tables
+    torch.save(blob, tmp)
     os.replace(tmp, path)
     return path
 
@@ -114,7 +126,10 @@ def load(spec: str | os.PathLike = DEFAULT, device: str | torch.device = "cpu") 
     state = blob.get("weights")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{where}: weights are missing or not tensors")
-    if weights_sha256(state) != header.get("sha256"):
+    tables = blob.get("tables", {})
+    if not isinstance(tables, dict) or not all(isinstance(v, torch.Tensor) for v in tables.values()):
+        raise CheckpointError(f"{where}: tables are not tensors")
+    if weights_sha256(_checked(state, tables)) != header.get("sha256"):
         raise CheckpointError(f"{where}: weights checksum mismatch (file damaged or edited)")
     try:
         config = ModelConfig.from_dict(header["config"])
@@ -127,4 +142,4 @@ def load(spec: str | os.PathLike = DEFAULT, device: str | torch.device = "cpu") 
         raise CheckpointError(f"{where}: weights do not fit the config ({str(e).splitlines()[0][:160]})") from None
     model.to(device).eval()
     meta = header.get("meta") if isinstance(header.get("meta"), dict) else {}
-    return Checkpoint(model=model, config=config, meta=meta, path=path)
+    return Checkpoint(model=model, config=config, meta=meta, path=path, tables=tables)

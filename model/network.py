@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
 from .encoding import N_PITCH, N_TARGETS, Encoding
+from .online import OnlineConfig
 
 State = tuple[Tensor, Tensor]
 HEADS = ("step", "duration", "velocity")
@@ -37,10 +38,12 @@ class ModelConfig:
     dropout: float = 0.1
     tie_weights: bool = False  # pitch output layer shares the pitch input embedding
     encoding: Encoding = field(default_factory=Encoding)
+    online: OnlineConfig = field(default_factory=OnlineConfig)  # how a Stream learns the piece (no weights)
 
     def to_dict(self) -> dict:
-        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "encoding"}
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("encoding", "online")}
         d["encoding"] = self.encoding.to_dict()
+        d["online"] = self.online.to_dict()
         return d
 
     @classmethod
@@ -52,6 +55,8 @@ class ModelConfig:
         d = dict(d)
         if "encoding" in d:
             d["encoding"] = Encoding.from_dict(d["encoding"])
+        if "online" in d:
+            d["online"] = OnlineConfig.from_dict(d["online"])
         return cls(**d)
 
 

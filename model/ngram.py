@@ -266,6 +266,54 @@ class WittenBell:
         p += w / n
         return p
 
+    def blend(self, context: Sequence[int], base: np.ndarray, a: Sequence[float], b: Sequence[float]) -> tuple[np.ndarray, float]:
+        """P(. | context) smoothed down to `base` instead of the uniform, and the share of base in it.
+
+        The same recursion as `probs` with two changes: the bottom (below order 0) is `base`
+        (e.g. the network's distribution), and a context of order k that has seen `total`
+        notes of `types` distinct symbols backs off with concentration a[k] * types + b[k]
+        (Witten-Bell is a = 1, b = 0): P_k(s) = (c(s) + beta P_{k-1}(s)) / (total + beta).
+        a and b are fitted on held-out pieces (training.online_fit).
+        """
+        n = self.n_symbols
+        p = np.zeros(n, dtype=np.float64)
+        idx: list[int] = []
+        val: list[float] = []
+        w = 1.0
+        chain = self._chain(context)
+        for k in range(len(chain) - 1, -1, -1):
+            node = chain[k]
+            total = node.total
+            if total == 0:
+                continue
+            counts = node.counts
+            beta = a[k] * (1 if counts is None else len(counts)) + b[k]
+            denom = total + beta
+            scale = w / denom
+            if counts is None:
+                idx.append(node.sym)
+                val.append(total * scale)
+            elif node.dense is not None:
+                p += node.dense * scale
+            else:
+                for sym, c in counts.items():
+                    idx.append(sym)
+                    val.append(c * scale)
+            w *= beta / denom
+        if idx:
+            p += np.bincount(idx, weights=val, minlength=n)
+        p += w * base
+        return p, w
+
+    def level_stats(self, context: Sequence[int], symbol: int, out: np.ndarray) -> np.ndarray:
+        """Per order k (row k of out, (max_order + 1, 3)): count of symbol, total, types of the
+        order-k context, zeros where that context was never seen. What `blend` needs, for fitting."""
+        out[:] = 0.0
+        for k, node in enumerate(self._chain(context)):
+            if node.total:
+                out[k] = (node.count(symbol), node.total, node.types())
+        return out
+
     def prob(self, context: Sequence[int], symbol: int) -> float:
         """P(symbol | context), the same number as probs(context)[symbol], without the vector."""
         s = self._check(symbol)
@@ -325,6 +373,13 @@ class OnlineSequenceModel:
 
     def prob(self, symbol: int) -> float:
         return self.model.prob(self._history, symbol)
+
+    def blend(self, base: np.ndarray, a: Sequence[float], b: Sequence[float]) -> tuple[np.ndarray, float]:
+        """`WittenBell.blend` after the history: the piece's model smoothed down to `base`."""
+        return self.model.blend(self._history, base, a, b)
+
+    def level_stats(self, symbol: int, out: np.ndarray) -> np.ndarray:
+        return self.model.level_stats(self._history, symbol, out)
 
     def reset(self) -> None:
         """Forget counts and history: a new piece (a fresh table, so a frozen fork never clears its parent's)."""

@@ -41,7 +41,8 @@ def shape(probs: np.ndarray, temperature: float, top_p: float | None = None, low
     window = p[low : high + 1]
     np.fmax(probs[low : high + 1], 0.0, out=window)  # fmax drops NaN in favour of 0
     if temperature > 0 and temperature != 1.0:
-        window /= window.max() if window.max() > 0 else 1.0  # keep the power from underflowing
+        top = window.max()
+        window /= top if top > 0 else 1.0  # keep the power from underflowing
         np.power(window, 1.0 / temperature, out=window)
     total = window.sum()
     if not (0.0 < total < np.inf):
@@ -60,8 +61,8 @@ def shape(probs: np.ndarray, temperature: float, top_p: float | None = None, low
 
 def draw(probs: np.ndarray, rng: np.random.Generator) -> int:
     """One index from a normalised distribution by inverse CDF (one uniform draw)."""
-    cdf = np.cumsum(probs)
-    i = int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"))
+    cdf = probs.cumsum()  # array methods, not np.* wrappers: this runs per sampled note
+    i = int(cdf.searchsorted(rng.random() * cdf[-1], side="right"))
     i = min(i, len(probs) - 1)
     while probs[i] <= 0.0 and i > 0:  # float edge: never land on an excluded entry
         i -= 1
@@ -72,7 +73,7 @@ def choose(probs: np.ndarray, temperature: float, rng: np.random.Generator, top_
     """argmax (temperature 0) or a tempered, nucleus-restricted draw, always inside [low, high]."""
     p = shape(probs, temperature, top_p, low, high)
     if temperature <= 0.0:
-        return int(np.argmax(p))
+        return int(p.argmax())
     return draw(p, rng)
 
 
@@ -92,4 +93,4 @@ def choose_each(logits: np.ndarray, starts: np.ndarray, temperature: float, rng:
         np.log(g, out=g)
         z -= g
     bounds = starts.tolist()
-    return [int(np.argmax(z[a:b])) for a, b in zip(bounds[:-1], bounds[1:])]
+    return [int(z[a:b].argmax()) for a, b in zip(bounds[:-1], bounds[1:])]

@@ -13,6 +13,7 @@ as if the player had played them).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -24,7 +25,7 @@ from .encoding import IncrementalEncoder
 from .events import NoteEvent, Role
 from .network import HEADS
 from .numpy_lstm import NumpyLSTM
-from .online import OnlinePitch
+from .online import CorpusExpert, corpus_from_tables, make_online
 
 
 @dataclass(frozen=True)
@@ -39,10 +40,17 @@ class Prediction:
 class Stream:
     """Owns the recurrent state of one performance. Not thread-safe; fork() for planning."""
 
-    def __init__(self, checkpoint: Checkpoint, online: bool = True, alpha: float = 0.05, max_order: int = 16, learn_own: bool = False) -> None:
+    def __init__(self, checkpoint: Checkpoint, online: bool = True, alpha: float | None = None, max_order: int | None = None, learn_own: bool = False) -> None:
+        """online=False: the network alone. The online component is the checkpoint's
+        `config.online` (alpha and max_order, when given, override it)."""
         self.encoding = checkpoint.encoding
         self.net = NumpyLSTM(checkpoint.model)
-        self.online = OnlinePitch(alpha, max_order) if online else None
+        cfg = checkpoint.config.online
+        overrides = {k: v for k, v in (("alpha", alpha), ("max_order", max_order)) if v is not None}
+        if "max_order" in overrides and cfg.kind == "blend" and overrides["max_order"] != cfg.max_order:
+            raise ValueError("max_order of a fitted blend is part of the checkpoint and cannot be overridden")
+        cfg = dataclasses.replace(cfg, **overrides) if overrides else cfg
+        self.online = make_online(cfg, _corpus(checkpoint) if cfg.corpus_weight > 0 else None) if online else None
         self.learn_own = learn_own
         self._encoder = IncrementalEncoder(self.encoding)
         self._time_bounds = tuple(tuple(b.tolist() for b in self.encoding.time_bin_bounds(s)) for s in (True, False))
@@ -142,6 +150,13 @@ class Stream:
         k = vel_bin
         velocity = int((vlo[k] + vhi[k]) // 2) if r is None else int(vlo[k] + int(r.random() * (vhi[k] - vlo[k] + 1)))
         return NoteEvent(int(pitch), step, duration, min(max(velocity, 1), 127), Role.RIPIENO)
+
+
+def _corpus(ck: Checkpoint) -> CorpusExpert | None:
+    """The checkpoint's corpus n-gram, built once per checkpoint and shared read-only by its streams."""
+    if "corpus" not in ck._cache:
+        ck._cache["corpus"] = corpus_from_tables({k: v.numpy() for k, v in ck.tables.items()})
+    return ck._cache["corpus"]
 
 
 def _log_uniform(lo: float, hi: float, rng: np.random.Generator | None) -> float:
