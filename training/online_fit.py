@@ -121,16 +121,18 @@ def _prob(t: tuple[torch.Tensor, ...], pa, pb, ia, ib, g, interval: bool) -> tor
     return _blend_prob(pitch, base, pa, pb).clamp_min(1e-300)
 
 
-def fit_blend(stats: NoteStats, interval: bool = True, use_corpus: bool = True, steps: int = 300, lr: float = 0.05) -> OnlineConfig:
+def fit_blend(stats: NoteStats, interval: bool = True, use_corpus: bool = True, steps: int = 400, lr: float = 0.1) -> OnlineConfig:
     """Concentrations (and the corpus n-gram's share) minimising the mean NLL of the notes (Adam, from Witten-Bell)."""
     torch.manual_seed(0)
     k1 = stats.pitch.shape[1]
     t = _tensors(stats)
-    raw_a = [torch.full((k1,), math.log(math.e - 1.0), dtype=torch.float64, requires_grad=True) for _ in range(2)]  # softplus = 1
+    # log-space parameters (exp, from Witten-Bell a = 1, b = e^-4): an order must be able to reach
+    # "never trust these counts" (concentrations in the thousands), which softplus steps reach too slowly
+    raw_a = [torch.zeros((k1,), dtype=torch.float64, requires_grad=True) for _ in range(2)]
     raw_b = [torch.full((k1,), -4.0, dtype=torch.float64, requires_grad=True) for _ in range(2)]
     raw_g = torch.zeros((), dtype=torch.float64, requires_grad=True)
     opt = torch.optim.Adam([*raw_a, *raw_b, raw_g], lr=lr)
-    sp = torch.nn.functional.softplus
+    sp = torch.exp
 
     def share() -> torch.Tensor:
         return torch.sigmoid(raw_g) if use_corpus else torch.zeros((), dtype=torch.float64)
@@ -140,7 +142,7 @@ def fit_blend(stats: NoteStats, interval: bool = True, use_corpus: bool = True, 
         loss = -_prob(t, sp(raw_a[0]), sp(raw_b[0]), sp(raw_a[1]), sp(raw_b[1]), share(), interval).log().mean()
         loss.backward()
         opt.step()
-    values = [tuple(round(float(x), 6) for x in sp(r).detach()) for r in (raw_a[0], raw_b[0], raw_a[1], raw_b[1])]
+    values = [tuple(float(f"{float(x):.6g}") for x in sp(r).detach()) for r in (raw_a[0], raw_b[0], raw_a[1], raw_b[1])]
     values = [tuple(max(x, 1e-6) for x in v) for v in values]  # a + b > 0 at every order
     g = round(float(share().detach()), 6)
     return OnlineConfig(kind="blend", max_order=k1 - 1, interval=interval, corpus_weight=g, **dict(zip(_NAMES, values)))
