@@ -336,9 +336,18 @@ class OnlineSequenceModel:
     planning costs nothing and never teaches the model its own answers.
     """
 
-    def __init__(self, max_order: int = 16, n_symbols: int = 128, learn: bool = True) -> None:
+    def __init__(self, max_order: int = 16, n_symbols: int = 128, learn: bool = True, memory: int | None = None) -> None:
+        """memory=None learns from everything heard (the baselines' definition). memory=M bounds a
+        session that runs for weeks: predictions come from the last M to 2M symbols, never more.
+        A shadow table starts counting once the active one holds M symbols and replaces it when
+        the active one reaches 2M, so forgetting costs one extra update per note and no pause.
+        """
+        if memory is not None and (not isinstance(memory, int) or memory < 1):
+            raise ValueError(f"memory must be a positive number of symbols or None, got {memory!r}")
         self.model = WittenBell(max_order, n_symbols)
         self.learn = learn
+        self.memory = memory
+        self._shadow: WittenBell | None = None
         self._history: list[int] = []
 
     @property
@@ -361,11 +370,22 @@ class OnlineSequenceModel:
         """Learn `symbol` as the continuation of the history (if learning), then append it to the history."""
         if self.learn:
             self.model.update(self._history, symbol)
+            if self._shadow is not None:
+                self._shadow.update(self._history, symbol)
+            if self.memory is not None:
+                self._rotate()
         elif not 0 <= int(symbol) < self.n_symbols:
             raise ValueError(f"symbol {symbol!r} outside 0..{self.n_symbols - 1}")
         self._history.append(int(symbol))
         if len(self._history) > self.max_order:
             del self._history[0]
+
+    def _rotate(self) -> None:
+        n = self.model.n_updates
+        if self._shadow is None and n >= self.memory:
+            self._shadow = WittenBell(self.max_order, self.n_symbols)
+        elif n >= 2 * self.memory:
+            self.model, self._shadow = self._shadow, WittenBell(self.max_order, self.n_symbols)
 
     def probs(self) -> np.ndarray:
         """P(next | history), float64 (n_symbols,) summing to 1 (uniform before anything is seen)."""
@@ -384,6 +404,7 @@ class OnlineSequenceModel:
     def reset(self) -> None:
         """Forget counts and history: a new piece (a fresh table, so a frozen fork never clears its parent's)."""
         self.model = WittenBell(self.max_order, self.n_symbols)
+        self._shadow = None
         self._history = []
 
     def fork(self, learn: bool = True) -> OnlineSequenceModel:

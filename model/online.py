@@ -32,6 +32,9 @@ KINDS = ("fixed_share", "blend")
 MAX_ORDER = 16
 INTERVALS = 2 * 127 + 1  # every step from one MIDI pitch to another: symbol = pitch - previous + 127
 CORPUS_PREFIX = "corpus."  # checkpoint tables holding the corpus n-gram (WittenBell.to_arrays)
+# The piece models remember the last 4096-8192 notes (tens of minutes of playing): a daemon that
+# runs for weeks stays within a few MB, and every piece in the evaluations is shorter than this.
+PIECE_MEMORY = 4096
 
 
 def _witten_bell(max_order: int = MAX_ORDER) -> tuple[float, ...]:
@@ -130,7 +133,7 @@ class OnlinePitch:
     """The online component of a Stream: mixes the network's pitch distribution with the piece's VOM."""
 
     def __init__(self, alpha: float = 0.05, max_order: int = 16) -> None:
-        self.vom = OnlineSequenceModel(max_order=max_order, n_symbols=128)
+        self.vom = OnlineSequenceModel(max_order=max_order, n_symbols=128, memory=PIECE_MEMORY)
         self.share = FixedShare(2, alpha)
         self._experts = np.zeros((2, 128))
         self._vom_ready = False
@@ -219,8 +222,8 @@ class BlendedPitch:
         self.config = config
         self.corpus = corpus if config.corpus_weight > 0 else None
         self._base = np.zeros(128)
-        self.vom = OnlineSequenceModel(max_order=config.max_order, n_symbols=128)
-        self.ivom = OnlineSequenceModel(max_order=config.max_order, n_symbols=INTERVALS) if config.interval else None
+        self.vom = OnlineSequenceModel(max_order=config.max_order, n_symbols=128, memory=PIECE_MEMORY)
+        self.ivom = OnlineSequenceModel(max_order=config.max_order, n_symbols=INTERVALS, memory=PIECE_MEMORY) if config.interval else None
         self._ibase = np.zeros(INTERVALS)
         self._prev = -1  # last pitch heard, -1 before the first
         self.weights = np.array([1.0, 0.0])

@@ -139,3 +139,27 @@ def test_arrays_round_trip() -> None:
     arrays["count_symbol"][0] = 500
     with pytest.raises(ValueError, match="not a Witten-Bell table"):
         WittenBell.from_arrays(arrays)
+
+
+def test_bounded_memory_forgets_old_notes_without_growing():
+    """A session of weeks: the online model keeps the last M..2M notes, its table stays bounded."""
+    rng = np.random.default_rng(0)
+    seq = [int(x) for x in rng.integers(40, 80, size=5000)]
+    m = 300
+    bounded = OnlineSequenceModel(max_order=4, memory=m)
+    unbounded = OnlineSequenceModel(max_order=4)
+    contexts = []
+    for i, s in enumerate(seq):
+        if i < 2 * m - 1:  # before the first swap both have learned everything
+            assert np.array_equal(bounded.probs(), unbounded.probs())
+        bounded.observe(s)
+        unbounded.observe(s)
+        contexts.append(bounded.model.n_contexts)
+        assert m <= len(bounded) < 2 * m or i < m
+    assert max(contexts[2 * m :]) < unbounded.model.n_contexts / 3
+    # After the swaps the active table is exactly what was learned from its last len() notes.
+    k = len(bounded)
+    ref = WittenBell(4)
+    for j in range(len(seq) - k, len(seq)):
+        ref.update(seq[max(0, j - 4) : j], seq[j])
+    assert np.allclose(bounded.probs(), ref.probs(seq[-4:]))
