@@ -1,0 +1,81 @@
+"""The bundled default model: it loads, it is the file MODEL.md documents, and it still beats the rival.
+
+A retrain that breaks the model (or a hand-edited file) cannot land silently: the figures that
+model/MODEL.md states (size, SHA-256, encoding version, architecture) are read from the card
+itself and compared with the file, and a quick eval on a handful of held-out pieces in
+tests/data/eval (Essen + Bach TEST split, never trained on) must stay below the Markov rival.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ripieno.model.checkpoint import default_path, load
+from ripieno.model.encoding import ENCODING_VERSION
+from ripieno.model.events import array_to_events
+from ripieno.model.stream import Stream
+from ripieno.training.evaluate import evaluate
+from ripieno.training.markov import Baselines
+from ripieno.training.midi_io import read_midi_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+CARD = ROOT / "model" / "MODEL.md"
+EVAL_DIR = ROOT / "tests" / "data" / "eval"
+
+torch.set_num_threads(1)
+
+
+def _card_value(name: str) -> str:
+    """`- name: `value`` from the model card's "File" section."""
+    m = re.search(rf"^- {re.escape(name)}: `([^`]+)`", CARD.read_text(), re.MULTILINE)
+    assert m, f"MODEL.md does not state {name}"
+    return m.group(1)
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    return load("default")
+
+
+def test_bundled_file_is_the_documented_one(bundled):
+    path = default_path()
+    data = path.read_bytes()
+    assert len(data) < 10 * 2**20
+    assert len(data) == int(_card_value("bytes"))
+    assert hashlib.sha256(data).hexdigest() == _card_value("file sha256")
+    assert bundled.encoding.version == ENCODING_VERSION == int(_card_value("encoding version"))
+    cfg = bundled.config
+    assert f"{cfg.layers}x{cfg.hidden}" == _card_value("lstm")
+    assert bundled.model.n_parameters() == int(_card_value("parameters"))
+    assert cfg.online.kind == "blend" and bundled.tables, "the default learns the piece with the fitted blend and its corpus n-gram"
+
+
+def test_bundled_model_beats_the_markov_rival_on_held_out_pieces(bundled):
+    pieces = read_midi_dir(EVAL_DIR)
+    assert len(pieces) >= 10
+    base = Baselines.load(default_path().with_suffix(".baseline.npz"))
+    result = evaluate(bundled, pieces, base, temperature=1.0, seed=0)
+    assert result["events"] > 800
+    assert result["pitch_nll"] < result["baseline_markov_nll"], result
+    assert result["pitch_nll"] < result["baseline_unigram_nll"] - 1.0, result
+    assert np.isfinite([result["jsd_pitch"], result["jsd_step"], result["jsd_duration"]]).all()
+
+
+def test_bundled_stream_learns_a_repeated_tune(bundled):
+    """The second time through a held-out tune costs far less than the first: the piece is learned as heard."""
+    events = array_to_events(read_midi_dir(EVAL_DIR)[-1].events)[:40]
+    stream = Stream(bundled)
+    costs = []
+    for rep in range(2):
+        total = 0.0
+        for e in events:
+            total -= float(np.log(stream.predict().pitch_probs[e.pitch]))
+            stream.observe(e)
+        costs.append(total / len(events))
+    assert costs[1] < 0.5 * costs[0], costs
