@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: install install-corpus run test test-unit model clean
+.PHONY: install run test test-unit model clean
 
 install: $(STAMP)
 	@tools/system-deps.sh
@@ -15,16 +15,12 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,corpus]'
 	@touch $(STAMP)
-
-# music21 (its public-domain corpus is the bundled model's training data) only for training.
-install-corpus: install
-	@$(BIN)/python -c "import music21" 2>/dev/null || $(BIN)/pip install -q -e '.[test,corpus]'
 
 # Rebuild the bundled model from scratch (corpus conversion, fit, online blend, stored baselines)
 # into model/weights/. About 40 minutes on a 2-core CPU; see model/MODEL.md.
-model: install-corpus
+model: install
 	$(BIN)/python -m ripieno.training.bundle
 
 run: install

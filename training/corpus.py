@@ -56,15 +56,22 @@ def is_reserved(text: str | os.PathLike[str]) -> bool:
     return any(r.lower() in low for r in RESERVED)
 
 
-def _corpus_root() -> Path:
-    import music21
+def _music21():
+    """music21 is an optional extra (only training from its corpus needs it): say how to get it."""
+    try:
+        import music21
+    except ModuleNotFoundError:
+        raise CorpusError("the music21 corpus needs music21: pip install 'ripieno[corpus]' (make install does)") from None
+    return music21
 
-    return Path(music21.__path__[0]) / "corpus"
+
+def _corpus_root() -> Path:
+    return Path(_music21().__path__[0]) / "corpus"
 
 
 def corpus_sources(names: Sequence[str]) -> list[Path]:
     """Score files of music21's corpus for each name (a folder such as essenFolksong, bach, mozart)."""
-    from music21 import corpus as m21corpus
+    m21corpus = _music21().corpus
 
     if isinstance(names, str):
         names = [names]
