@@ -138,6 +138,26 @@ def jack_client_name(kind: str) -> str:
     return CLIENT_NAME if kind == "in" else f"{CLIENT_NAME}-out"
 
 
+def _libjack_path() -> str:
+    """The libjack that rtmidi's clients already use in this process.
+
+    The python-rtmidi wheel links a bundled copy; loading the system libjack beside it would give
+    the process two JACK client libraries with separate state, and opening and closing a client
+    through the second one was seen to silence rtmidi's output client now and then.
+    """
+    import ctypes.util
+
+    try:
+        with open("/proc/self/maps", encoding="utf-8") as maps:
+            for line in maps:
+                path = line.split()[-1]
+                if "/libjack" in path:
+                    return path
+    except OSError:
+        pass
+    return ctypes.util.find_library("jack") or "libjack.so.0"
+
+
 def jack_alias(port: str, alias: str) -> bool:
     """Give a JACK port an alias (JACK resolves aliases in connect), so `ripieno:out` names our output.
 
@@ -145,9 +165,8 @@ def jack_alias(port: str, alias: str) -> bool:
     `ripieno-out:out`; the alias lets users and tools write `jack_connect ripieno:out synth:in`.
     """
     import ctypes
-    import ctypes.util
 
-    path = ctypes.util.find_library("jack") or "libjack.so.0"
+    path = _libjack_path()
     try:
         lib = ctypes.CDLL(path)
     except OSError:
