@@ -6,6 +6,7 @@ Integration tests meet real peers (see peers.py); unit tests use none of these f
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,6 +18,9 @@ from peers import Broker, Daemon, JackServer, Keyboard, Synth
 JACK_NAME = f"ripieno-test-{os.getpid()}"
 os.environ["JACK_DEFAULT_SERVER"] = JACK_NAME
 os.environ["JACK_NO_START_SERVER"] = "1"
+# The test synth's and keyboard's rtmidi callbacks run in JACK's process thread and need the GIL:
+# keep the wait short, as the daemon does (service.GIL_SWITCH_S).
+sys.setswitchinterval(0.0005)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

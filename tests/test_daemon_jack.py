@@ -15,6 +15,13 @@ import pytest
 from peers import Keyboard, Synth, wait_until
 from tiny_model import tiny_checkpoint
 
+# Known environment flake, not hidden: on this 2-core box, jackd's dummy driver in non-realtime
+# mode now and then stops running one client's process cycle for the rest of its life (jackd logs
+# "client = ripieno-out was not finished" every 0.5 s and every message through it is lost; about
+# one run of this file in five). Each test gets two more tries on a fresh daemon; a daemon that
+# really never answers still fails all three. Root cause open: see the closing note of issue 7.
+pytestmark = pytest.mark.flaky(reruns=2, reruns_delay=1)
+
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
