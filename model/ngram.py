@@ -233,37 +233,11 @@ class WittenBell:
         return chain
 
     def probs(self, context: Sequence[int] = ()) -> np.ndarray:
-        """P(. | context) as float64 (n_symbols,), summing to 1.
-
-        The recursion unrolled from the longest seen context down: each level contributes its
-        counts scaled by the product of the back-off weights T/(c+T) above it.
-        """
+        """P(. | context) as float64 (n_symbols,), summing to 1: plain Witten-Bell, which is `blend`
+        with concentration = types at every order (a = 1, b = 0) and the uniform at the bottom."""
         n = self.n_symbols
-        p = np.zeros(n, dtype=np.float64)
-        idx: list[int] = []
-        val: list[float] = []
-        w = 1.0
-        for node in reversed(self._chain(context)):
-            total = node.total
-            if total == 0:
-                continue  # only an untrained root
-            counts = node.counts
-            types = 1 if counts is None else len(counts)
-            denom = total + types
-            scale = w / denom
-            if counts is None:
-                idx.append(node.sym)
-                val.append(total * scale)
-            elif node.dense is not None:
-                p += node.dense * scale
-            else:
-                for sym, c in counts.items():
-                    idx.append(sym)
-                    val.append(c * scale)
-            w *= types / denom
-        if idx:
-            p += np.bincount(idx, weights=val, minlength=n)
-        p += w / n
+        order = self.max_order + 1
+        p, _ = self.blend(context, np.full(n, 1.0 / n), (1.0,) * order, (0.0,) * order)
         return p
 
     def blend(self, context: Sequence[int], base: np.ndarray, a: Sequence[float], b: Sequence[float]) -> tuple[np.ndarray, float]:

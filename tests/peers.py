@@ -36,6 +36,18 @@ def wait_until(pred: Callable[[], object], timeout: float, interval: float = 0.0
         time.sleep(interval)
 
 
+def terminate(proc: subprocess.Popen | None, grace: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL after `grace` seconds: a peer never outlives its test."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -83,13 +95,7 @@ class JackServer:
         wait_until(lambda: name in self.ports(), timeout, 0.05, f"JACK port {name}")
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         self._log.close()
 
 
@@ -221,13 +227,7 @@ class Broker:
             return False
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
 
     def restart(self) -> None:
         self.stop()
