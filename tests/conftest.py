@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from peers import Broker, Daemon, JackServer, Keyboard, Synth
+from peers import Broker, Daemon, JackServer, Keyboard, Synth, free_port
 
 # Set before anything in this process makes a JACK client: never autostart, never touch the user's server.
 JACK_NAME = f"ripieno-test-{os.getpid()}"
@@ -53,7 +53,7 @@ def make_broker(tmp_path: Path) -> Iterator[Callable[..., Broker]]:
     made: list[Broker] = []
 
     def make(extra_conf: str = "", port: int | None = None) -> Broker:
-        b = Broker(tmp_path / f"broker{len(made)}", extra_conf) if port is None else Broker(tmp_path / f"broker{len(made)}", extra_conf, port)
+        b = Broker(tmp_path / f"broker{len(made)}", extra_conf, port or free_port())
         b.start()
         made.append(b)
         return b
