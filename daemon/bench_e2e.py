@@ -3,13 +3,19 @@
 Setup: a private jackd (dummy driver, `period` frames at 48 kHz) unless a server name is given,
 a keyboard and a synth client in this process, and `ripieno run` as a real subprocess.
 
-- jack_floor_us: the same server's client-to-client floor, keyboard -> synth directly (p50).
 - input_to_output: ripieno's first reaction to a note. In call mode that is the interruption:
   while an answer sounds, the keyboard plays a note and ripieno must switch its notes off at
   once; measured from the keyboard's send to the synth's receipt of the first note-off. That
   path is the whole real-time chain: rtmidi thread -> loop -> listener -> engine -> port.
-  A reaction can leave at the earliest in the JACK cycle after the note arrived, so the
-  physical floor for ripieno is the client floor plus one period.
+- jack_floor_us: the same server's client-to-client floor, measured on the very same notes: the
+  keyboard is also connected to a plain "tap" client, and floor = keyboard send -> tap receipt.
+- added_p99_us: per note, synth receipt of ripieno's note-off - tap receipt of the note. Pairing
+  takes out where in the JACK period the keyboard happened to send (0 to one period of wait, the
+  same for ripieno and the tap); `unpaired_p99_minus_floor_p50_us` is the cruder figure that
+  leaves it in. A reaction can leave at the earliest in the JACK cycle after the note arrived, so
+  ripieno's physical floor is one period of added latency; the goal is one period + 1 ms.
+- daemon_input_*_us: ripieno's own share, as it measured it: rtmidi callback -> note handled
+  (queue wait, listener, engine, the cut's note-offs handed to the port).
 - jitter_p99_us: |when ripieno handed a scheduled note to the port - when it was scheduled|,
   as the daemon itself measured it (its `stats` line at exit).
 """
@@ -104,34 +110,23 @@ def _pct(xs: list[float], q: float) -> float | None:
     return round(s[min(len(s) - 1, int(q * len(s)))], 1)
 
 
-def _floor(env: dict[str, str], n: int) -> list[float]:
-    kbd, syn = _keyboard("bench-floor-kbd"), _Recorder("bench-floor-synth")
-    try:
-        _connect(env, "bench-floor-kbd:out", "bench-floor-synth:in")
-        time.sleep(0.2)
-        lat = []
-        for i in range(n):
-            k = len(syn.got)
-            t0 = time.monotonic()
-            kbd.send_message([0x90, 60 + i % 12, 100])
-            hit = syn.wait_for(lambda t, m, k=k: len(syn.got) > k and t >= t0, 1.0)
-            if hit:
-                lat.append((hit[0] - t0) * 1e6)
-            kbd.send_message([0x80, 60 + i % 12, 0])
-            time.sleep(0.01 + (i % 7) * 0.0013)  # land at different points of the period
-        return lat
-    finally:
-        kbd.delete()
-        syn.close()
+def _paired(tap: _Recorder, syn: _Recorder, t0: float, timeout: float = 1.0) -> tuple[float, float] | None:
+    """For the note sent at t0: (when the tap heard it, when the synth heard ripieno's first note-off)."""
+    heard = tap.wait_for(lambda t, m: t >= t0 and m[0] & 0xF0 == 0x90 and m[2] > 0, timeout)
+    off = syn.wait_for(lambda t, m: t >= t0 and (m[0] & 0xF0 == 0x80 or (m[0] & 0xF0 == 0x90 and m[2] == 0)), timeout)
+    if heard is None or off is None:
+        return None
+    return heard[0], off[0]
 
 
-def _reactions(env: dict[str, str], model: str, n: int, workdir: Path) -> tuple[list[float], dict, int]:
+def _reactions(env: dict[str, str], model: str, n: int, workdir: Path) -> tuple[list[tuple[float, float, float]], dict, int]:
+    """n interruptions; each is (t_send, t_tap, t_off) on this process's monotonic clock."""
     cfg = workdir / "bench.toml"
     cfg.write_text(f'[midi]\napi = "jack"\n[engine]\nmode = "call"\nmodel = "{model}"\nsilence_s = 0.1\nanswer_s = 20.0\nseed = 1\n')
     logf = open(workdir / "ripieno.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "ripieno.daemon.cli", "run", "--config", str(cfg)], env=env, stdout=logf, stderr=subprocess.STDOUT)
-    kbd, syn = _keyboard("bench-kbd"), _Recorder("bench-synth")
-    lat: list[float] = []
+    kbd, syn, tap = _keyboard("bench-kbd"), _Recorder("bench-synth"), _Recorder("bench-tap")
+    got: list[tuple[float, float, float]] = []
     missed = 0
     try:
         log_path = workdir / "ripieno.log"
@@ -139,6 +134,7 @@ def _reactions(env: dict[str, str], model: str, n: int, workdir: Path) -> tuple[
         if proc.poll() is not None:
             raise RuntimeError(f"ripieno run exited with {proc.returncode}: {log_path.read_text(errors='replace')[-800:]}")
         _connect(env, "bench-kbd:out", "ripieno:in")
+        _connect(env, "bench-kbd:out", "bench-tap:in")  # the floor, for the very same notes
         _connect(env, "ripieno-out:out", "bench-synth:in")
         time.sleep(0.3)
         for i in range(n + missed):
@@ -156,16 +152,17 @@ def _reactions(env: dict[str, str], model: str, n: int, workdir: Path) -> tuple[
             time.sleep(0.002 + (i % 5) * 0.0017)  # interrupt at different points of the period
             t0 = time.monotonic()
             kbd.send_message([0x90, pitch, 90])
-            off = syn.wait_for(lambda t, m: t >= t0 and (m[0] & 0xF0 == 0x80 or (m[0] & 0xF0 == 0x90 and m[2] == 0)), 1.0)
+            pair = _paired(tap, syn, t0)
             kbd.send_message([0x80, pitch, 0])
-            if off is None:  # the answer's note had already ended: nothing to switch off
+            if pair is None:  # the answer's note had already ended: nothing to switch off
                 missed += 1
             else:
-                lat.append((off[0] - t0) * 1e6)
+                got.append((t0, *pair))
             time.sleep(0.05)
     finally:
         kbd.delete()
         syn.close()
+        tap.close()
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -178,7 +175,7 @@ def _reactions(env: dict[str, str], model: str, n: int, workdir: Path) -> tuple[
     for line in (workdir / "ripieno.log").read_text(errors="replace").splitlines():
         if " stats {" in line:
             stats = json.loads(line.split(" stats ", 1)[1])
-    return lat, stats, missed
+    return got, stats, missed
 
 
 def run(model: str = "default", notes: int = 200, period: int = 128, server: str | None = None) -> dict:
@@ -197,8 +194,7 @@ def run(model: str = "default", notes: int = 200, period: int = 128, server: str
                 jackd = subprocess.Popen([exe, "-n", name, "--no-realtime", "-d", "dummy", "-r", str(RATE), "-p", str(period)],
                                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 _wait(lambda: _jack(env, "jack_lsp").returncode == 0, 10, "the private jackd")
-            floor = _floor(env, max(50, notes))
-            lat, stats, missed = _reactions(env, model, notes, work)
+            got, stats, missed = _reactions(env, model, notes, work)
         finally:
             if jackd is not None:
                 jackd.terminate()
@@ -208,21 +204,29 @@ def run(model: str = "default", notes: int = 200, period: int = 128, server: str
                     jackd.kill()
                     jackd.wait()
     period_us = period / RATE * 1e6
+    lat = [(off - t0) * 1e6 for t0, _, off in got]
+    floor = [(tap - t0) * 1e6 for t0, tap, _ in got]
+    added = [(off - tap) * 1e6 for _, tap, off in got]
     floor_p50 = _pct(floor, 0.5)
     p99 = _pct(lat, 0.99)
+    lateness = stats.get("lateness_us") or {}
     return {
         "input_to_output_p50_us": _pct(lat, 0.5),
         "input_to_output_p99_us": p99,
-        "jitter_p99_us": (stats.get("lateness_us") or {}).get("p99"),
-        "jitter_p50_us": (stats.get("lateness_us") or {}).get("p50"),
-        "load_avg_1min": round(os.getloadavg()[0], 2),
+        "jitter_p99_us": lateness.get("p99"),
+        "jitter_p50_us": lateness.get("p50"),
         "jack_floor_us": floor_p50,
         "jack_floor_p99_us": _pct(floor, 0.99),
-        "period_us": round(period_us, 1),
-        "added_p99_over_floor_us": None if p99 is None or floor_p50 is None else round(p99 - floor_p50, 1),
+        "added_p50_us": _pct(added, 0.5),
+        "added_p99_us": _pct(added, 0.99),
         "goal_added_p99_us": round(period_us + 1000, 1),
+        "unpaired_p99_minus_floor_p50_us": None if p99 is None or floor_p50 is None else round(p99 - floor_p50, 1),
+        "period_us": round(period_us, 1),
         "reactions": len(lat),
         "missed": missed,
-        "scheduled_notes": (stats.get("lateness_us") or {}).get("n"),
+        "scheduled_notes": lateness.get("n"),
+        "daemon_input_p50_us": (stats.get("input_us") or {}).get("p50"),
+        "daemon_input_p99_us": (stats.get("input_us") or {}).get("p99"),
+        "load_avg_1min": round(os.getloadavg()[0], 2),
         "model": model,
     }

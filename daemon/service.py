@@ -9,11 +9,13 @@ SIGINT, a lost synth, a mode change, an exception anywhere), ripieno's notes are
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import signal
 import sys
 import time
+from collections import deque
 from typing import Any
 
 import numpy as np
@@ -22,7 +24,7 @@ from . import midi_ports, ports, systemd
 from .commands import CommandError, Controller, State, cc_command
 from .config import Config, ConfigError, as_dict
 from .engine import Engine
-from .listener import Control, Listener
+from .listener import Control, KeyDown, Listener
 from .output import RealtimeOutput
 from .scheduler import Scheduler
 
@@ -85,6 +87,8 @@ class Session:
         self._in_dropped = 0
         self._tasks: set[asyncio.Task] = set()
         self._silenced = False
+        # keyboard note-on -> handled (queue wait + listener + engine, cut included), as measured
+        self.input_us: deque[float] = deque(maxlen=4096)
 
     # ------------------------------------------------------------------------- Actions (commands)
 
@@ -103,6 +107,7 @@ class Session:
     async def load_model(self, spec: str) -> None:
         stream = await self.loop.run_in_executor(None, load_stream, spec)
         self.engine.swap_stream(stream)
+        gc.freeze()
         self._arm()
 
     # ------------------------------------------------------------------------------ input, timing
@@ -120,6 +125,8 @@ class Session:
                         self._spawn(self._command(*cmd))
                         continue
                 self.engine.handle(ev)
+                if isinstance(ev, KeyDown):
+                    self.input_us.append((time.monotonic() - t) * 1e6)
             if self.midi_in.dropped != self._in_dropped:
                 stats.dropped += self.midi_in.dropped - self._in_dropped
                 self._in_dropped = self.midi_in.dropped
@@ -239,7 +246,7 @@ class Session:
             self.midi_out.close()
         lat = percentiles(self.output.lateness_us)
         stats = self.controller.stats.metrics()
-        log.info("stats %s", json.dumps(stats | {"lateness_us": lat, "input_dropped": self.midi_in.dropped}))
+        log.info("stats %s", json.dumps(stats | {"lateness_us": lat, "input_us": percentiles(self.input_us), "input_dropped": self.midi_in.dropped}))
 
 
 async def _watchdog(interval: float) -> None:
@@ -268,6 +275,9 @@ async def serve(cfg: Config) -> int:
         return 0
     waiter.cancel()
     stream = load.result()
+    # torch, numpy and the model leave ~190k long-lived objects; a full collection over them was
+    # measured at 89 ms, a stall no musician should hear. Frozen, the collector never scans them.
+    gc.freeze()
     session = Session(cfg, api, loop, stream)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, session.stop.set)

@@ -25,7 +25,7 @@ def test_bench_e2e_runs_through_a_private_jackd_and_prints_its_json(tmp_path, ja
                        capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stderr
     out = last_json(r.stdout)
-    keys = {"input_to_output_p50_us", "input_to_output_p99_us", "jitter_p99_us", "jack_floor_us"}
+    keys = {"input_to_output_p50_us", "input_to_output_p99_us", "jitter_p99_us", "jack_floor_us", "added_p99_us"}
     assert keys <= set(out)
     assert out["reactions"] >= 1 and all(out[k] is not None and out[k] > 0 for k in keys), out
 
