@@ -33,11 +33,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ripieno.model.events import NoteEvent, Role
+from ripieno.model.events import DRUM_CHANNEL, NoteEvent, Role
 
 from .config import EngineConfig
 from .listener import Control, Event, KeyDown, KeyUp
-from .phrase import CHORD_S, Player
+from .phrase import CHORD_S, SUSTAIN_CC, Player
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +207,9 @@ class Engine:
         elif isinstance(ev, KeyUp):
             self.player.key_up(ev.t, ev.held_s)
         elif isinstance(ev, Control):
-            pass  # mapped controllers are commands (service); the rest belong to the synth
+            if ev.number == SUSTAIN_CC and ev.channel != DRUM_CHANNEL:
+                self.player.pedal(ev.t, ev.value)
+            # mapped controllers are commands (service); the rest belong to the synth
 
     def key_down(self, ev: KeyDown) -> None:
         if self.mode == "call":

@@ -11,6 +11,11 @@ from collections import deque
 
 CHORD_S = 0.035  # onsets closer than this are one chord, not a beat
 WINDOW = 16
+SUSTAIN_CC = 64
+# A held sustain pedal keeps the phrase sounding, so call mode does not answer over its ring; but
+# a foot left resting on the pedal must not silence ripieno for good: this long after the last
+# key event, a held pedal stops counting and the rest begins.
+PEDAL_RING_S = 3.0
 
 
 class Player:
@@ -26,6 +31,8 @@ class Player:
         self.phrase_start: float | None = None  # first onset of the phrase not yet answered
         self.phrase_notes = 0
         self.last_event: float | None = None  # last press or release
+        self.pedal_down = False
+        self.pedal_up_at: float | None = None  # when the sustain pedal was last lifted
 
     def key_down(self, t: float, velocity: int) -> None:
         if self.last_onset is not None and CHORD_S <= t - self.last_onset <= 2.0:
@@ -47,6 +54,14 @@ class Player:
 
     def release_all(self) -> None:
         self.held = 0
+        self.pedal_down = False
+
+    def pedal(self, t: float, value: int) -> None:
+        """Sustain pedal (CC64): >= 64 is down. Lifting it ends the ring: the rest starts then."""
+        down = value >= 64
+        if self.pedal_down and not down:
+            self.pedal_up_at = t
+        self.pedal_down = down
 
     def ioi(self, default: float = 0.25) -> float:
         """Median inter-onset interval of recent beats (chord notes excluded): the player's pulse."""
@@ -60,10 +75,16 @@ class Player:
         return statistics.median(self.durations) if self.durations else default
 
     def rested_since(self) -> float | None:
-        """When the current rest began (all keys up), or None while a key is held or nothing was played."""
+        """When the current rest began (all keys up and the pedal lifted, or held PEDAL_RING_S past
+        the last key event), or None while a key is held or nothing was played."""
         if self.held or self.last_onset is None:
             return None
-        return max(self.last_onset, self.last_release or self.last_onset)
+        rest = max(self.last_onset, self.last_release or self.last_onset)
+        if self.pedal_down:
+            return rest + PEDAL_RING_S
+        if self.pedal_up_at is not None and self.phrase_start is not None and self.pedal_up_at > self.phrase_start:
+            return max(rest, min(self.pedal_up_at, rest + PEDAL_RING_S))
+        return rest
 
     def phrase_length(self) -> float:
         """Seconds from the phrase's first onset to its end (last release, at least the last onset + a note)."""

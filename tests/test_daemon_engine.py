@@ -189,3 +189,28 @@ def test_without_a_flood_a_held_key_keeps_ripieno_listening(ckpt):
     engine, out = make(ckpt, silence_s=0.5)
     drive(engine, out, [*phrase(0.0, [60, 62, 64]), KeyDown(0.8, 0, 67, 90)], until=10.0)
     assert ons(out) == []  # the player holds the last note: no answer over it
+
+
+def test_call_waits_for_the_sustain_pedal_to_lift_before_answering(ckpt):
+    from ripieno.daemon.listener import Control
+
+    engine, out = make(ckpt, silence_s=0.5)
+    notes = phrase(1.0, [60, 62, 64, 65])  # last release at 1.95
+    pedal = [Control(0.9, 0, 64, 127), Control(3.0, 0, 64, 0)]
+    drive(engine, out, sorted(notes + pedal, key=lambda e: e.t), until=8.0)
+    answer = ons(out)
+    assert answer, "no answer after the pedal was lifted"
+    assert answer[0][0] >= 3.0 + 0.5, f"answered over the pedal's ring at {answer[0][0]:.2f}"
+    assert answer[0][0] < 3.0 + 0.5 + 0.2
+
+
+def test_a_foot_resting_on_the_pedal_does_not_silence_ripieno_for_good(ckpt):
+    from ripieno.daemon.listener import Control
+    from ripieno.daemon.phrase import PEDAL_RING_S
+
+    engine, out = make(ckpt, silence_s=0.5)
+    notes = phrase(1.0, [60, 62, 64, 65])  # last release at 1.95
+    drive(engine, out, sorted(notes + [Control(0.9, 0, 64, 100)], key=lambda e: e.t), until=10.0)
+    answer = ons(out)
+    assert answer, "a held pedal silenced ripieno for good"
+    assert abs(answer[0][0] - (1.95 + PEDAL_RING_S + 0.5)) < 0.2, answer[0][0]
