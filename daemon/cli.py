@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
@@ -50,10 +51,19 @@ def load_config(args: argparse.Namespace) -> cfgmod.Config:
     return cfgmod.override(cfg, "engine", mode=args.mode, temperature=args.temperature, model=args.model)
 
 
+def _stop_quietly(signum: int, _frame: object) -> None:
+    raise SystemExit(0)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
+    cfg = load_config(args)
+    # Importing torch takes seconds: a SIGTERM or Ctrl-C meanwhile is a clean stop (exit 0, no port
+    # is open yet), not a kill. The service's own handlers take over once its loop runs.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _stop_quietly)
     from . import service  # torch is heavy: import it only for commands that need it
 
-    return service.run(load_config(args))
+    return service.run(cfg)
 
 
 def _cmd_continue(args: argparse.Namespace) -> int:

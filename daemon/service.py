@@ -14,6 +14,7 @@ import json
 import logging
 import signal
 import sys
+import threading
 import time
 from collections import deque
 from typing import Any
@@ -49,6 +50,33 @@ def load_stream(spec: str) -> Any:
     from ripieno.model.stream import Stream
 
     return Stream(checkpoint.load(spec))
+
+
+def load_off_loop(loop: asyncio.AbstractEventLoop, spec: str) -> asyncio.Future:
+    """Load a model in a daemon thread. Not the loop's default executor: asyncio.run joins its
+    threads at exit, so a SIGTERM during a slow load would wait for the load (the 2 s promise)."""
+    fut: asyncio.Future = loop.create_future()
+
+    def settle(result: Any, exc: BaseException | None) -> None:
+        if fut.done():
+            return
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(result)
+
+    def work() -> None:
+        try:
+            result, exc = load_stream(spec), None
+        except BaseException as e:  # noqa: BLE001 - handed to the awaiting task as is
+            result, exc = None, e
+        try:
+            loop.call_soon_threadsafe(settle, result, exc)
+        except RuntimeError:  # the loop is gone: ripieno stopped while this was loading
+            pass
+
+    threading.Thread(target=work, name="model-load", daemon=True).start()
+    return fut
 
 
 def percentiles(samples: Any) -> dict[str, float | None]:
@@ -105,7 +133,7 @@ class Session:
         self._arm()
 
     async def load_model(self, spec: str) -> None:
-        stream = await self.loop.run_in_executor(None, load_stream, spec)
+        stream = await load_off_loop(self.loop, spec)
         self.engine.swap_stream(stream)
         gc.freeze()
         self._arm()
@@ -267,11 +295,12 @@ async def serve(cfg: Config) -> int:
     stop_early = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop_early.set)
-    load = loop.run_in_executor(None, load_stream, cfg.engine.model)
+    load = load_off_loop(loop, cfg.engine.model)
     waiter = loop.create_task(stop_early.wait())
     await asyncio.wait([load, waiter], return_when=asyncio.FIRST_COMPLETED)
     if stop_early.is_set():
         log.info("stopped while loading the model")
+        load.cancel()
         return 0
     waiter.cancel()
     stream = load.result()

@@ -38,3 +38,22 @@ def test_run_without_midi_system_says_so(tmp_path):
     r = subprocess.run([str(BIN / "ripieno"), "run", "--api", "jack"], capture_output=True, text=True, timeout=60, env=env)
     assert r.returncode == 3
     assert "no JACK server running" in r.stderr
+
+
+def test_sigterm_during_start_up_exits_0_within_2_s(jack, daemon, tmp_path):
+    """While torch is still importing, and while the model loads: a clean stop, never a kill (143)."""
+    import signal
+    import time
+
+    model = tiny_checkpoint(tmp_path / "tiny.pt")
+    for wait_for in (None, "MIDI api"):
+        d = daemon(f'[midi]\napi = "jack"\n[engine]\nmodel = "{model}"\n')
+        if wait_for is None:
+            time.sleep(0.3)
+        else:
+            d.wait_log(wait_for, timeout=60)
+        assert "ripieno is up" not in d.log()
+        t0 = time.monotonic()
+        assert d.stop(signal.SIGTERM, timeout=2.0) == 0, d.log()
+        assert time.monotonic() - t0 < 2.0
+        assert "ripieno:in" not in jack.ports()
