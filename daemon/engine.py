@@ -45,7 +45,7 @@ LOOKAHEAD_S = 0.03  # plan each ripieno note this long before it sounds
 MIN_ANSWER_S = 0.5  # a one-note phrase still gets a short answer
 TAIL_S = 0.4  # notes may ring this long past the end of an answer
 OBSERVE_PER_S = 100  # player notes per second the stream takes in; a smash beyond is counted, not stepped
-MAX_PLANS_PER_WAKE = 16  # model steps per loop callback before yielding to the loop
+MAX_PLANS_PER_WAKE = 16  # model steps per poll() before yielding (the real-time shell asks for 1)
 ACCOMPANY_VELOCITY = 0.85  # a second voice sits a little under the player
 HELD_MAX_S = 30.0  # a key "held" this long with nothing else happening lost its note-off somewhere
 FLOOD_MEMORY_S = 10.0  # held keys are not trusted this long after a smash (its tail may still trickle in)
@@ -133,6 +133,7 @@ class Engine:
         stats: Counters | None = None,
         max_events: int | None = None,
         answer_len: float | None = None,
+        plans_per_wake: int = MAX_PLANS_PER_WAKE,
     ) -> None:
         self.cfg = cfg
         self.stream = stream
@@ -145,6 +146,7 @@ class Engine:
         self.silence_s = cfg.silence_s
         self.answer_len = answer_len  # `continue --seconds`: every answer this long instead of the phrase's
         self.events_left = max_events  # `continue --events`: total ripieno notes, None = unbounded
+        self.plans_per_wake = plans_per_wake
         self.player = Player()
         self.plan: Plan | None = None
         self.last_onset: float | None = None  # onset of the last event the stream observed
@@ -290,7 +292,7 @@ class Engine:
     def _fill(self, now: float) -> None:
         plan = self.plan
         assert plan is not None
-        for _ in range(MAX_PLANS_PER_WAKE):
+        for _ in range(self.plans_per_wake):
             if plan.waiting or plan.cursor - LOOKAHEAD_S > now:
                 return
             if self.events_left is not None and self.events_left <= 0:

@@ -26,6 +26,8 @@ from . import ports
 log = logging.getLogger(__name__)
 
 QUEUE_SIZE = 2048  # about a second of a 1,500 notes/s smash (note-on + note-off) before drops
+STALL_S = 0.5  # a JACK graph request (alias, connect) this slow means the graph stopped: see open_pair
+OPEN_ATTEMPTS = 3
 
 
 class Change(enum.Enum):
@@ -69,12 +71,16 @@ class _Port:
         self.virtual = wanted == ports.VIRTUAL
         client = ports.jack_client_name(self.kind) if api == "jack" else ports.CLIENT_NAME
         cls = rtmidi.MidiIn if self.kind == "in" else rtmidi.MidiOut
+        t0 = time.monotonic()
         try:
             self.midi = cls(ports.rtmidi_api(api), name=client)
         except (rtmidi.SystemError, rtmidi.RtMidiError) as exc:
             raise ports.MidiSystemError(f"cannot open the {api} MIDI client: {exc}") from None
+        log.debug("%s client %s up in %.0f ms", api, client, (time.monotonic() - t0) * 1e3)
         self.client = client
         self.peer: str | None = None  # the port we are connected to (or our own virtual port's name)
+        self.stalled = False  # the last open's graph request took longer than STALL_S
+        self._closed = False
 
     @property
     def label(self) -> str:
@@ -84,8 +90,10 @@ class _Port:
         """Open the virtual port, or connect to the first port matching `wanted`; False if none matches."""
         if self.virtual:
             self.midi.open_virtual_port(self.kind)
+            t0 = time.monotonic()
             if self.api == "jack" and self.client != ports.CLIENT_NAME:
                 ports.jack_alias(f"{self.client}:{self.kind}", f"{ports.CLIENT_NAME}:{self.kind}")
+            self._timed_request(t0, "alias")
             self.peer = f"{ports.CLIENT_NAME}:{self.kind}"
             log.info("opened virtual %s port %s", self.label, self.peer)
             self._opened()
@@ -94,11 +102,18 @@ class _Port:
         idx = ports.find_port(names, self.wanted)
         if idx is None:
             return False
+        t0 = time.monotonic()
         self.midi.open_port(idx, self.kind)
+        self._timed_request(t0, "connection")
         self.peer = names[idx]
         log.info("connected %s to %s", self.label, self.peer)
         self._opened()
         return True
+
+    def _timed_request(self, t0: float, what: str) -> None:
+        ms = (time.monotonic() - t0) * 1e3
+        self.stalled = self.api == "jack" and ms > STALL_S * 1e3
+        log.debug("%s %s: JACK %s in %.0f ms", self.label, self.client, what, ms)
 
     def open_or_fail(self) -> None:
         if not self.open():
@@ -130,7 +145,11 @@ class _Port:
         return self.peer is not None
 
     def close(self) -> None:
-        """Close the port and the client itself (for JACK, `delete()` is what really closes it)."""
+        """Close the port and the client itself (for JACK, `delete()` is what really closes it).
+        Safe to call twice: rtmidi must never see a deleted client again."""
+        if self._closed:
+            return
+        self._closed = True
         try:
             self.midi.close_port()
         finally:
@@ -180,6 +199,8 @@ class MidiInput(_Port):
         return msgs
 
     def close(self) -> None:
+        if self._closed:
+            return
         try:
             self.midi.cancel_callback()
         except Exception:  # noqa: BLE001 - no callback set is fine
@@ -199,6 +220,37 @@ class MidiOutput(_Port):
             self.midi.send_message(msg)
         except (rtmidi.RtMidiError, ValueError) as exc:
             log.warning("could not send %s: %s", msg, exc)
+
+
+def open_pair(api: str, input_wanted: str, output_wanted: str, loop: asyncio.AbstractEventLoop) -> tuple[MidiInput, MidiOutput]:
+    """Open the keyboard and the synth side; MidiSystemError (nothing left open) when one cannot be.
+
+    Why the retry (measured in tests/test_daemon_jack.py, jackd 1.9.21 dummy driver, non-realtime,
+    2 cores): now and then a freshly activated rtmidi JACK client never runs its process cycle
+    (jackd logs "ripieno-out was not finished, state = Triggered" from then on and every note to it
+    is lost). The graph then stalls, so the next graph request, our alias or connection, waits for
+    JACK's own timeout (1.0-1.5 s seen, against 20-60 ms normally): in every failing start and in
+    no passing one. A request slower than STALL_S therefore means: close both clients, open again.
+    """
+    for attempt in range(1, OPEN_ATTEMPTS + 1):
+        midi_in = MidiInput(api, input_wanted, loop)
+        midi_out: MidiOutput | None = None
+        try:
+            midi_in.open_or_fail()
+            midi_out = MidiOutput(api, output_wanted)
+            midi_out.open_or_fail()
+        except BaseException:
+            midi_in.close()
+            if midi_out is not None:
+                midi_out.close()
+            raise
+        if not (midi_in.stalled or midi_out.stalled) or attempt == OPEN_ATTEMPTS:
+            return midi_in, midi_out
+        log.warning("the JACK graph stalled while ripieno's ports opened (a known jackd hiccup on busy machines); reopening (%d of %d)",
+                    attempt + 1, OPEN_ATTEMPTS)
+        midi_in.close()
+        midi_out.close()
+    raise AssertionError("unreachable")
 
 
 async def watch(ports_: list[_Port], on_change: Callable[[_Port, Change], None], interval: float = 0.5) -> None:

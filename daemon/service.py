@@ -96,21 +96,11 @@ class Session:
         self.stop = asyncio.Event()
         self.failure: BaseException | None = None
         self.listener = Listener()
-        self.midi_in = midi_ports.MidiInput(api, cfg.midi.input, loop)
-        try:
-            self.midi_in.open_or_fail()
-            self.midi_out = midi_ports.MidiOutput(api, cfg.midi.output)
-        except BaseException:
-            self.midi_in.close()
-            raise
-        try:
-            self.midi_out.open_or_fail()
-        except BaseException:
-            self.midi_in.close()
-            raise
+        self.midi_in, self.midi_out = midi_ports.open_pair(api, cfg.midi.input, cfg.midi.output, loop)
         self.output = RealtimeOutput(Scheduler(cfg.midi.channel - 1, cfg.engine.max_polyphony), self.midi_out.send, loop)
         self.controller = Controller(cfg, self)
-        self.engine = Engine(cfg.engine, stream, self.output, make_rng(cfg.engine.seed), self.controller.stats)
+        # One model step per loop callback: a due note's timer then waits for at most one step.
+        self.engine = Engine(cfg.engine, stream, self.output, make_rng(cfg.engine.seed), self.controller.stats, plans_per_wake=1)
         self._wake: asyncio.TimerHandle | None = None
         self._in_dropped = 0
         self._tasks: set[asyncio.Task] = set()
@@ -163,6 +153,9 @@ class Session:
                         self.engine.handle(ev)
             self.engine.poll(time.monotonic())
             self._arm()
+            # A full queue (a chord, a smash) would otherwise be stepped through without the loop
+            # ever running a due note's timer in between: yield after every message.
+            await asyncio.sleep(0)
 
     async def _command(self, name: str, payload: bytes) -> None:
         try:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from peers import Broker, Daemon, JackServer, Keyboard, Synth, free_port
+from peers import Broker, Daemon, JackServer, Keyboard, Synth, free_port, live_peers
 
 # Set before anything in this process makes a JACK client: never autostart, never touch the user's server.
 JACK_NAME = f"ripieno-test-{os.getpid()}"
@@ -64,19 +64,21 @@ def make_broker(tmp_path: Path) -> Iterator[Callable[..., Broker]]:
 
 
 @pytest.fixture
-def synth(jack: JackServer) -> Iterator[Synth]:
-    s = Synth()
-    jack.wait_for_port(s.port)
-    yield s
-    s.close()
+def _peers(jack: JackServer) -> Iterator[tuple[Keyboard, Synth]]:
+    keyboard, synth = live_peers(jack)
+    yield keyboard, synth
+    keyboard.close()
+    synth.close()
 
 
 @pytest.fixture
-def keyboard(jack: JackServer) -> Iterator[Keyboard]:
-    k = Keyboard()
-    jack.wait_for_port(k.port)
-    yield k
-    k.close()
+def synth(_peers: tuple[Keyboard, Synth]) -> Synth:
+    return _peers[1]
+
+
+@pytest.fixture
+def keyboard(_peers: tuple[Keyboard, Synth]) -> Keyboard:
+    return _peers[0]
 
 
 @pytest.fixture
