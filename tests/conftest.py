@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from peers import Broker, Daemon, JackServer, Keyboard, Synth, free_port, live_peers
+from peers import Broker, Daemon, JackServer, Keyboard, Synth, free_port
 
 # Set before anything in this process makes a JACK client: never autostart, never touch the user's server.
 JACK_NAME = f"ripieno-test-{os.getpid()}"
@@ -25,18 +25,30 @@ sys.setswitchinterval(0.0005)
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests that use a real peer are integration tests, whether or not they say so."""
-    peers = {"jack", "broker", "keyboard", "synth", "daemon", "make_broker"}
+    peers = {"jack", "jack_server", "broker", "keyboard", "synth", "daemon", "make_broker"}
     for item in items:
         if peers & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session")
-def jack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JackServer]:
+def jack_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JackServer]:
     server = JackServer(JACK_NAME, tmp_path_factory.mktemp("jack"))
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def jack(jack_server: JackServer) -> JackServer:
+    """The session's JACK server, checked before every test: one that stopped answering is
+    restarted, so a jackd hang costs the test it happened in (and its rerun), not the session."""
+    if not jack_server.healthy():
+        import logging
+
+        logging.getLogger("tests").warning("jackd %s stopped answering: restarting it", jack_server.name)
+        jack_server.restart()
+    return jack_server
 
 
 @pytest.fixture(scope="session")
@@ -64,21 +76,19 @@ def make_broker(tmp_path: Path) -> Iterator[Callable[..., Broker]]:
 
 
 @pytest.fixture
-def _peers(jack: JackServer) -> Iterator[tuple[Keyboard, Synth]]:
-    keyboard, synth = live_peers(jack)
-    yield keyboard, synth
-    keyboard.close()
-    synth.close()
+def synth(jack: JackServer) -> Iterator[Synth]:
+    s = Synth()
+    jack.wait_for_port(s.port)
+    yield s
+    s.close()
 
 
 @pytest.fixture
-def synth(_peers: tuple[Keyboard, Synth]) -> Synth:
-    return _peers[1]
-
-
-@pytest.fixture
-def keyboard(_peers: tuple[Keyboard, Synth]) -> Keyboard:
-    return _peers[0]
+def keyboard(jack: JackServer) -> Iterator[Keyboard]:
+    k = Keyboard()
+    jack.wait_for_port(k.port)
+    yield k
+    k.close()
 
 
 @pytest.fixture

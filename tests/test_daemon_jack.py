@@ -15,11 +15,12 @@ import pytest
 from peers import Keyboard, Synth, wait_until
 from tiny_model import tiny_checkpoint
 
-# Known environment flake, not hidden: on this 2-core box, jackd's dummy driver in non-realtime
-# mode now and then stops running one client's process cycle for the rest of its life (jackd logs
-# "client = ripieno-out was not finished" every 0.5 s and every message through it is lost; about
-# one run of this file in five). Each test gets two more tries on a fresh daemon; a daemon that
-# really never answers still fails all three. Root cause open: see the closing note of issue 7.
+# Known environment flake, handled where it is understood and retried where it is not: on this
+# 2-core box the dummy jackd in non-realtime mode now and then leaves a freshly activated client
+# that never runs its process cycle. ripieno detects that at start and reopens its clients
+# (midi_ports.open_pair), the test peers are probed before use (peers.live_peers); a stall that
+# begins later in a test is not detected, so each test keeps two more tries on a fresh daemon. A
+# daemon that really never answers still fails all three.
 pytestmark = pytest.mark.flaky(reruns=2, reruns_delay=1)
 
 

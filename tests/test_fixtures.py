@@ -24,7 +24,7 @@ def test_note_travels_from_keyboard_to_synth_through_jack(jack, keyboard, synth)
 
 
 def _connections(jack, port: str) -> str:
-    return subprocess.run(["jack_lsp", "-c", port], env=jack.env(), capture_output=True, text=True).stdout
+    return subprocess.run(["jack_lsp", "-c", port], env=jack.env(), capture_output=True, text=True, timeout=10).stdout
 
 
 async def test_mqtt_publish_reaches_subscriber_through_broker(broker):
@@ -52,3 +52,24 @@ def test_ports_auto_picks_jack_when_it_is_the_only_system(jack):
     r = subprocess.run([str(BIN / "ripieno"), "ports", "--json"], env=jack.env(), capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["api"] in ("jack", "alsa")
+
+
+def test_a_hung_jackd_is_seen_and_restarted(tmp_path):
+    """SIGSTOP stands in for the jackd hang seen here (it stops answering for good, jack_lsp blocks)."""
+    import os
+    import signal
+
+    from peers import JackServer
+
+    server = JackServer(f"ripieno-test-hang-{os.getpid()}", tmp_path)
+    server.start()
+    try:
+        assert server.healthy()
+        os.kill(server.proc.pid, signal.SIGSTOP)
+        assert not server.healthy()
+        server.restart()
+        assert server.healthy()
+    finally:
+        if server.proc is not None and server.proc.poll() is None:
+            os.kill(server.proc.pid, signal.SIGCONT)
+        server.stop()

@@ -25,7 +25,7 @@ def test_run_sh_starts_dummy_jack_and_sigterm_exits_0(tmp_path):
     proc = subprocess.Popen([str(REPO / "tools" / "run.sh")], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         def ports() -> str:
-            return subprocess.run(["jack_lsp"], env=env, capture_output=True, text=True).stdout
+            return subprocess.run(["jack_lsp"], env=env, capture_output=True, text=True, timeout=10).stdout
         wait_until(lambda: "ripieno:in" in ports() and "ripieno-out:out" in ports(), 90, 0.1, "ripieno's ports")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
