@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -26,6 +27,8 @@ from ripieno.model.network import ModelConfig, NoteLSTM
 from ripieno.model.stream import Stream
 
 REFEED_WINDOW = 512
+REFEED_REPS = 30
+ROUNDS = 5
 _RANDOM = re.compile(r"random:(\d+)x(\d+)$")
 
 
@@ -57,25 +60,29 @@ def _percentiles_us(ns: list[int]) -> tuple[float, float]:
     return float(np.percentile(a, 50)), float(np.percentile(a, 99))
 
 
-def time_step(ck: Checkpoint, events: list[NoteEvent], seed: int) -> tuple[float, float]:
-    """p50/p99 microseconds of observe + sample over the events (after a short warm-up)."""
+def step_timer(ck: Checkpoint, warmup: list[NoteEvent], seed: int) -> Callable[[list[NoteEvent]], list[int]]:
+    """A timer of observe + sample on one stream (warmed up, then reset): block(events) -> ns each."""
     stream, rng = Stream(ck, online=True), np.random.default_rng(seed)
-    for e in events[:100]:
+    for e in warmup:
         stream.observe(e)
         stream.sample(0.9, rng)
     stream.reset()
     clock = time.perf_counter_ns
-    times = []
-    for e in events:
-        t0 = clock()
-        stream.observe(e)
-        stream.sample(0.9, rng, low=21, high=108)
-        times.append(clock() - t0)
-    return _percentiles_us(times)
+
+    def block(events: list[NoteEvent]) -> list[int]:
+        times = []
+        for e in events:
+            t0 = clock()
+            stream.observe(e)
+            stream.sample(0.9, rng, low=21, high=108)
+            times.append(clock() - t0)
+        return times
+
+    return block
 
 
-def time_floor(model: NoteLSTM, n: int, seed: int) -> float:
-    """Median microseconds of the bare LSTM arithmetic for one event, in numpy, same weights."""
+def floor_timer(model: NoteLSTM, seed: int) -> Callable[[int], list[int]]:
+    """A timer of the bare LSTM arithmetic for one event, in numpy, same weights: block(n) -> ns each."""
     lstm = model.lstm
     H, L = lstm.hidden_size, lstm.num_layers
     w_ih = [getattr(lstm, f"weight_ih_l{k}").detach().numpy().copy() for k in range(L)]
@@ -89,33 +96,41 @@ def time_floor(model: NoteLSTM, n: int, seed: int) -> float:
         return 1.0 / (1.0 + np.exp(-v))
 
     clock = time.perf_counter_ns
-    times = []
-    for i in range(n + 100):
-        t0 = clock()
-        x = x0
-        for k in range(L):
-            g = w_ih[k] @ x + w_hh[k] @ h[k] + b[k]
-            c[k] = sig(g[H : 2 * H]) * c[k] + sig(g[:H]) * np.tanh(g[2 * H : 3 * H])
-            h[k] = sig(g[3 * H :]) * np.tanh(c[k])
-            x = h[k]
-        if i >= 100:
+
+    def block(n: int) -> list[int]:
+        times = []
+        for _ in range(n):
+            t0 = clock()
+            x = x0
+            for k in range(L):
+                g = w_ih[k] @ x + w_hh[k] @ h[k] + b[k]
+                c[k] = sig(g[H : 2 * H]) * c[k] + sig(g[:H]) * np.tanh(g[2 * H : 3 * H])
+                h[k] = sig(g[3 * H :]) * np.tanh(c[k])
+                x = h[k]
             times.append(clock() - t0)
-    return _percentiles_us(times)[0]
+        return times
+
+    block(100)  # warm-up
+    return block
 
 
-def time_naive_refeed(ck: Checkpoint, events: list[NoteEvent], reps: int = 30) -> float:
-    """Median microseconds to re-run torch over the last REFEED_WINDOW events for one prediction."""
+def refeed_timer(ck: Checkpoint, events: list[NoteEvent]) -> Callable[[int], list[int]]:
+    """A timer of re-running torch over the last REFEED_WINDOW events for one prediction: block(reps) -> ns each."""
     tokens = torch.from_numpy(encode(events_to_array(events[-REFEED_WINDOW:]), ck.encoding))[None]
     clock = time.perf_counter_ns
-    times = []
-    with torch.inference_mode():
-        for i in range(reps + 3):
-            t0 = clock()
-            out, _ = ck.model(tokens)
-            torch.softmax(ck.model.pitch_logits(out[0, -1:]), -1)
-            if i >= 3:
+
+    def block(reps: int) -> list[int]:
+        times = []
+        with torch.inference_mode():
+            for _ in range(reps):
+                t0 = clock()
+                out, _ = ck.model(tokens)
+                torch.softmax(ck.model.pitch_logits(out[0, -1:]), -1)
                 times.append(clock() - t0)
-    return _percentiles_us(times)[0]
+        return times
+
+    block(3)  # warm-up
+    return block
 
 
 def run(model_spec: str = "default", events: int = 2000, seed: int = 0) -> dict:
@@ -124,9 +139,20 @@ def run(model_spec: str = "default", events: int = 2000, seed: int = 0) -> dict:
     blas_threads = limit_blas_threads(1)
     ck = checkpoint_for(model_spec)
     evs = player_events(max(events, REFEED_WINDOW) + 100, np.random.default_rng(seed))
-    p50, p99 = time_step(ck, evs[100 : 100 + events], seed)
-    floor = time_floor(ck.model, events, seed)
-    naive = time_naive_refeed(ck, evs)
+    step, floor_block, refeed = step_timer(ck, evs[:100], seed), floor_timer(ck.model, seed), refeed_timer(ck, evs)
+    # Interleaved rounds, so a box whose speed drifts (a shared VM does) slows all three alike and
+    # the ratios stay honest; measured one after another they were seen to disagree by 1.5x.
+    step_ns: list[int] = []
+    floor_ns: list[int] = []
+    refeed_ns: list[int] = []
+    per = max(1, events // ROUNDS)
+    for r in range(ROUNDS):
+        step_ns += step(evs[100 + r * per : 100 + (r + 1) * per])
+        floor_ns += floor_block(per)
+        refeed_ns += refeed(REFEED_REPS // ROUNDS)
+    p50, p99 = _percentiles_us(step_ns)
+    floor = _percentiles_us(floor_ns)[0]
+    naive = _percentiles_us(refeed_ns)[0]
     cfg = ck.config
     return {
         "model": model_spec,
@@ -138,6 +164,7 @@ def run(model_spec: str = "default", events: int = 2000, seed: int = 0) -> dict:
         "floor_us": round(floor, 1),
         "naive_refeed_us": round(naive, 1),
         "p50_over_floor": round(p50 / floor, 2),
+        "refeed_over_step": round(naive / p50, 1),
         "blas_threads": blas_threads,
     }
 
