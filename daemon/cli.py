@@ -61,6 +61,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     # is open yet), not a kill. The service's own handlers take over once its loop runs.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _stop_quietly)
+    log.debug("importing the engine (SIGTERM or Ctrl-C stops cleanly from here on)")
     from . import service  # torch is heavy: import it only for commands that need it
 
     return service.run(cfg)

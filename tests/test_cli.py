@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
+import time
 
-from peers import BIN, Synth
+import pytest
+
+from peers import BIN, Synth, wait_until
 from tiny_model import tiny_checkpoint
 
 
@@ -40,20 +44,27 @@ def test_run_without_midi_system_says_so(tmp_path):
     assert "no JACK server running" in r.stderr
 
 
-def test_sigterm_during_start_up_exits_0_within_2_s(jack, daemon, tmp_path):
-    """While torch is still importing, and while the model loads: a clean stop, never a kill (143)."""
-    import signal
-    import time
+def _stop_within_2_s(d, jack) -> None:
+    t0 = time.monotonic()
+    assert d.stop(signal.SIGTERM, timeout=2.0) == 0, d.log()
+    assert time.monotonic() - t0 < 2.0
+    assert "ripieno:in" not in jack.ports()
 
-    model = tiny_checkpoint(tmp_path / "tiny.pt")
-    for wait_for in (None, "MIDI api"):
-        d = daemon(f'[midi]\napi = "jack"\n[engine]\nmodel = "{model}"\n')
-        if wait_for is None:
-            time.sleep(0.3)
-        else:
-            d.wait_log(wait_for, timeout=60)
-        assert "ripieno is up" not in d.log()
-        t0 = time.monotonic()
-        assert d.stop(signal.SIGTERM, timeout=2.0) == 0, d.log()
-        assert time.monotonic() - t0 < 2.0
-        assert "ripieno:in" not in jack.ports()
+
+def test_sigterm_while_torch_imports_exits_0_within_2_s(jack, daemon, tmp_path):
+    """A stop during the seconds of `import torch` is a clean stop, never a kill (exit 143)."""
+    d = daemon('[midi]\napi = "jack"\n')
+    d.wait_log("importing the engine", timeout=60)
+    _stop_within_2_s(d, jack)
+    assert "MIDI api" not in d.log(), "the stop came too late to test the import window"
+
+
+def test_sigterm_while_the_model_loads_exits_0_within_2_s(jack, daemon):
+    """The bundled model takes a few hundred ms to load; a stop then must not wait for the load."""
+    for _ in range(3):  # the window is short: try until the stop lands inside it
+        d = daemon('[midi]\napi = "jack"\n[engine]\nmodel = "default"\n')
+        wait_until(lambda: "MIDI api" in d.log(), 60, interval=0.005, what="the model load to start")
+        _stop_within_2_s(d, jack)
+        if "stopped while loading the model" in d.log():
+            return
+    pytest.fail("three stops all missed the model load window")
