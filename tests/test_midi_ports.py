@@ -40,8 +40,8 @@ async def test_a_stalled_graph_reopens_both_clients_and_leaks_none(jack, monkeyp
     assert not {"ripieno:in", "ripieno-out:out"} & set(jack.ports())
 
 
-def test_no_matching_port_leaves_nothing_open(jack):
+async def test_no_matching_port_leaves_nothing_open(jack):
     before = set(jack.ports())
     with pytest.raises(midi_ports.ports.MidiSystemError, match="no output port matches"):
-        midi_ports.open_pair("jack", "virtual", "no-such-synth", asyncio.new_event_loop())
+        midi_ports.open_pair("jack", "virtual", "no-such-synth", asyncio.get_running_loop())
     assert set(jack.ports()) == before
