@@ -229,8 +229,8 @@ def open_pair(api: str, input_wanted: str, output_wanted: str, loop: asyncio.Abs
     2 cores): now and then a freshly activated rtmidi JACK client never runs its process cycle
     (jackd logs "ripieno-out was not finished, state = Triggered" from then on and every note to it
     is lost). The graph then stalls, so the next graph request, our alias or connection, waits for
-    JACK's own timeout (1.0-1.5 s seen, against 20-60 ms normally): in every failing start and in
-    no passing one. A request slower than STALL_S therefore means: close both clients, open again.
+    JACK's own timeout (1.0-1.5 s seen, against 20-60 ms normally): in each of the 6 failing starts
+    examined and in none of the passing ones checked. A request slower than STALL_S therefore means: close both clients, open again.
     """
     for attempt in range(1, OPEN_ATTEMPTS + 1):
         midi_in = MidiInput(api, input_wanted, loop)

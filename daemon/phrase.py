@@ -82,7 +82,7 @@ class Player:
         rest = max(self.last_onset, self.last_release or self.last_onset)
         if self.pedal_down:
             return rest + PEDAL_RING_S
-        if self.pedal_up_at is not None and self.phrase_start is not None and self.pedal_up_at > self.phrase_start:
+        if self.pedal_up_at is not None:  # a lift before the last key event changes nothing
             return max(rest, min(self.pedal_up_at, rest + PEDAL_RING_S))
         return rest
 

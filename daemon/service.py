@@ -26,7 +26,7 @@ from .commands import CommandError, Controller, State, cc_command
 from .config import Config, ConfigError, as_dict
 from .engine import Engine
 from .listener import Control, KeyDown, Listener
-from .output import RealtimeOutput
+from .output import LATENESS_RING, RealtimeOutput
 from .scheduler import Scheduler
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ class Session:
         self._tasks: set[asyncio.Task] = set()
         self._silenced = False
         # keyboard note-on -> handled (queue wait + listener + engine, cut included), as measured
-        self.input_us: deque[float] = deque(maxlen=4096)
+        self.input_us: deque[float] = deque(maxlen=LATENESS_RING)
 
     # ------------------------------------------------------------------------- Actions (commands)
 

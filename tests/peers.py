@@ -81,8 +81,11 @@ class JackServer:
     def ready(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
             raise RuntimeError(f"jackd exited with {self.proc.returncode}; log: {self.log_path.read_text(errors='replace')[-2000:]}")
+        return self._answers()
+
+    def _answers(self, timeout: float = 10.0) -> bool:
         try:
-            return self._tool("jack_lsp").returncode == 0
+            return self._tool("jack_lsp", timeout=timeout).returncode == 0
         except subprocess.TimeoutExpired:
             return False
 
@@ -101,12 +104,7 @@ class JackServer:
 
     def healthy(self) -> bool:
         """Does the server still answer? (jackd itself was seen to hang for good once in ~30 runs.)"""
-        if self.proc is None or self.proc.poll() is not None:
-            return False
-        try:
-            return self._tool("jack_lsp", timeout=5.0).returncode == 0
-        except subprocess.TimeoutExpired:
-            return False
+        return self.proc is not None and self.proc.poll() is None and self._answers(timeout=5.0)
 
     def restart(self) -> None:
         """Kill a hung server outright (SIGTERM is not answered then) and start it again, same name."""

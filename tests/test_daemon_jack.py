@@ -18,9 +18,10 @@ from tiny_model import tiny_checkpoint
 # Known environment flake, handled where it is understood and retried where it is not: on this
 # 2-core box the dummy jackd in non-realtime mode now and then leaves a freshly activated client
 # that never runs its process cycle. ripieno detects that at start and reopens its clients
-# (midi_ports.open_pair), the test peers are probed before use (peers.live_peers); a stall that
-# begins later in a test is not detected, so each test keeps two more tries on a fresh daemon. A
-# daemon that really never answers still fails all three.
+# (midi_ports.open_pair), and a jackd that stopped answering is restarted before the next test
+# (conftest.jack). A stall of a test peer, or one that begins later in a test, is not detected,
+# so each test keeps two more tries on a fresh daemon. A daemon that really never answers still
+# fails all three.
 pytestmark = pytest.mark.flaky(reruns=2, reruns_delay=1)
 
 
