@@ -20,9 +20,9 @@ from ripieno.model.stream import Stream
 
 from . import bench_step
 from .config import Config
-from .engine import Engine
-from .listener import Event, KeyDown, KeyUp
-from .scheduler import Scheduler
+from ripieno.model.play.engine import Engine
+from ripieno.model.play.keys import Event, KeyDown, KeyUp
+from ripieno.model.play.scheduler import Scheduler
 
 
 def _rss_mb() -> float:

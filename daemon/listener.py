@@ -16,40 +16,16 @@ keyboard release its held keys on that channel. Drums (channel 10) are not notes
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 from ripieno.model.events import DRUM_CHANNEL
+from ripieno.model.play.keys import Control, Event, KeyDown, KeyUp
 
 ALL_SOUND_OFF, ALL_NOTES_OFF = 120, 123
 NOTE_OFF, NOTE_ON, POLY_AT, CONTROL, PROGRAM, CHAN_AT, PITCH_BEND = 0x80, 0x90, 0xA0, 0xB0, 0xC0, 0xD0, 0xE0
 _DATA_BYTES = {NOTE_OFF: 2, NOTE_ON: 2, POLY_AT: 2, CONTROL: 2, PROGRAM: 1, CHAN_AT: 1, PITCH_BEND: 2}
 
 
-@dataclass(frozen=True, slots=True)
-class KeyDown:
-    t: float
-    channel: int  # 0-15
-    pitch: int
-    velocity: int
 
-
-@dataclass(frozen=True, slots=True)
-class KeyUp:
-    t: float
-    channel: int
-    pitch: int
-    held_s: float  # how long the key was down: the note's real duration
-
-
-@dataclass(frozen=True, slots=True)
-class Control:
-    t: float
-    channel: int
-    number: int
-    value: int
-
-
-Event = KeyDown | KeyUp | Control
 
 
 def decode(data: Sequence[int]) -> list[tuple[int, int, int]]:

@@ -16,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from .scheduler import Scheduler
+from ripieno.model.play.scheduler import Scheduler
 
 LATENESS_RING = 4096
 EARLY_S = 0.0012  # arm timers this much early; the rest is a precise sleep

@@ -24,10 +24,11 @@ import numpy as np
 from . import midi_ports, ports, systemd
 from .commands import CommandError, Controller, State, cc_command
 from .config import Config, ConfigError, as_dict
-from .engine import Engine
-from .listener import Control, KeyDown, Listener
+from ripieno.model.play.engine import Engine
+from ripieno.model.play.keys import Control, KeyDown
+from .listener import Listener
 from .output import LATENESS_RING, RealtimeOutput
-from .scheduler import Scheduler
+from ripieno.model.play.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 

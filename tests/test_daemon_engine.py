@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from ripieno.daemon.config import Config, EngineConfig
-from ripieno.daemon.continue_cmd import OfflineOutput
-from ripieno.daemon.engine import Engine, scaled_velocity, snap, tempo_scale
-from ripieno.daemon.listener import Event, KeyDown, KeyUp
-from ripieno.daemon.scheduler import Scheduler
+from ripieno.model.play.offline import OfflineOutput
+from ripieno.model.play.engine import Engine, scaled_velocity, snap, tempo_scale
+from ripieno.model.play.keys import Event, KeyDown, KeyUp
+from ripieno.model.play.scheduler import Scheduler
 from ripieno.model import checkpoint
 from ripieno.model.stream import Stream
 from tiny_model import tiny_checkpoint
@@ -192,7 +192,7 @@ def test_without_a_flood_a_held_key_keeps_ripieno_listening(ckpt):
 
 
 def test_call_waits_for_the_sustain_pedal_to_lift_before_answering(ckpt):
-    from ripieno.daemon.listener import Control
+    from ripieno.model.play.keys import Control
 
     engine, out = make(ckpt, silence_s=0.5)
     notes = phrase(1.0, [60, 62, 64, 65])  # last release at 1.95
@@ -205,8 +205,8 @@ def test_call_waits_for_the_sustain_pedal_to_lift_before_answering(ckpt):
 
 
 def test_a_foot_resting_on_the_pedal_does_not_silence_ripieno_for_good(ckpt):
-    from ripieno.daemon.listener import Control
-    from ripieno.daemon.phrase import PEDAL_RING_S
+    from ripieno.model.play.keys import Control
+    from ripieno.model.play.player import PEDAL_RING_S
 
     engine, out = make(ckpt, silence_s=0.5)
     notes = phrase(1.0, [60, 62, 64, 65])  # last release at 1.95

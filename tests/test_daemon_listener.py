@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import random
 
-from ripieno.daemon.listener import Control, KeyDown, KeyUp, Listener, decode
+from ripieno.daemon.listener import Listener, decode
+from ripieno.model.play.keys import Control, KeyDown, KeyUp
 from ripieno.daemon.midi_ports import ignored
-from ripieno.daemon.phrase import Player
+from ripieno.model.play.player import Player
 
 
 def test_velocity_zero_note_on_is_a_release_with_its_held_time():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from ripieno.daemon.scheduler import Scheduler
+from ripieno.model.play.scheduler import Scheduler
 
 
 def sounding_after(msgs: list[list[int]]) -> set[int]:

@@ -35,9 +35,8 @@ import numpy as np
 
 from ripieno.model.events import DRUM_CHANNEL, NoteEvent, Role
 
-from .config import EngineConfig
-from .listener import Control, Event, KeyDown, KeyUp
-from .phrase import CHORD_S, SUSTAIN_CC, Player
+from .keys import Control, Event, KeyDown, KeyUp
+from .player import CHORD_S, SUSTAIN_CC, Player
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +48,19 @@ MAX_PLANS_PER_WAKE = 16  # model steps per poll() before yielding (the real-time
 ACCOMPANY_VELOCITY = 0.85  # a second voice sits a little under the player
 HELD_MAX_S = 30.0  # a key "held" this long with nothing else happening lost its note-off somewhere
 FLOOD_MEMORY_S = 10.0  # held keys are not trusted this long after a smash (its tail may still trickle in)
+
+
+class Settings(Protocol):
+    """The engine's part of the daemon's config (`daemon.config.EngineConfig` is one)."""
+
+    mode: str
+    temperature: float
+    silence_s: float
+    answer_s: float
+    max_notes_per_s: float
+    max_polyphony: int
+    low_pitch: int
+    high_pitch: int
 
 
 class StreamLike(Protocol):
@@ -126,7 +138,7 @@ def snap(t: float, anchor: float, grid: float, earliest: float) -> float:
 class Engine:
     def __init__(
         self,
-        cfg: EngineConfig,
+        cfg: Settings,
         stream: StreamLike,
         output: Output,
         rng: np.random.Generator,
