@@ -37,6 +37,7 @@ from ripieno.model.events import DRUM_CHANNEL, NoteEvent, Role
 
 from .keys import Control, Event, KeyDown, KeyUp
 from .player import CHORD_S, SUSTAIN_CC, Player
+from .tempo import Tempo
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +147,7 @@ class Engine:
         max_events: int | None = None,
         answer_len: float | None = None,
         plans_per_wake: int = MAX_PLANS_PER_WAKE,
+        tempo: Tempo | None = None,
     ) -> None:
         self.cfg = cfg
         self.stream = stream
@@ -159,6 +161,7 @@ class Engine:
         self.answer_len = answer_len  # `continue --seconds`: every answer this long instead of the phrase's
         self.events_left = max_events  # `continue --events`: total ripieno notes, None = unbounded
         self.plans_per_wake = plans_per_wake
+        self.tempo = tempo  # where the beat is (None: the player's onsets, tracked here)
         self.player = Player()
         self.plan: Plan | None = None
         self.last_onset: float | None = None  # onset of the last event the stream observed
