@@ -31,6 +31,11 @@ COMMANDS = SETTINGS + ACTIONS
 TEMPERATURE = (0.05, 2.0)
 SILENCE_S = (0.1, 10.0)
 STEP_RING = 4096  # step times kept for p50/p99: enough for a stable p99, bounded forever
+# The beat's tempo and confidence reach {base}/state when they moved this much, at most every
+# TEMPO_REPORT_S: a clock's tempo wobbles by fractions of a bpm and must not flood the broker.
+TEMPO_STEP_BPM = 1.0
+CONFIDENCE_STEP = 0.1
+TEMPO_REPORT_S = 1.0
 
 _TRUE = {"true", "on", "1"}
 _FALSE = {"false", "off", "0"}
@@ -59,6 +64,8 @@ class State:
     output: str
     notes_in: int
     notes_out: int
+    tempo_bpm: float | None = None  # the tempo source's beat (None: no beat known)
+    beat_confidence: float = 0.0  # 0..1, how sure the source is of it
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -202,6 +209,8 @@ class Controller:
         self.stats = Stats()
         self._listeners: list[Listener] = []
         self._loading: str | None = None
+        self._tempo: dict[str, float | None] = {"tempo_bpm": None, "beat_confidence": 0.0}
+        self._tempo_at: float | None = None  # when the tempo was last published
         self._settings = {
             "enabled": True,
             "mode": cfg.engine.mode,
@@ -215,7 +224,7 @@ class Controller:
     @property
     def state(self) -> State:
         """The current state; note counts are read live from stats."""
-        return State(**self._settings, notes_in=self.stats.notes_in, notes_out=self.stats.notes_out)
+        return State(**self._settings, notes_in=self.stats.notes_in, notes_out=self.stats.notes_out, **self._tempo)
 
     def add_listener(self, cb: Listener) -> None:
         self._listeners.append(cb)
@@ -228,6 +237,26 @@ class Controller:
         """The engine reports which ports it is actually connected to (after hot-plug, say)."""
         changes = {k: v for k, v in (("input", input), ("output", output)) if v is not None}
         return self._commit(changes) if changes else self.state
+
+    def report_tempo(self, bpm: float | None, confidence: float, now: float | None = None) -> bool:
+        """The tempo source's reading; state listeners hear of it only when it moved by more than
+        TEMPO_STEP_BPM or CONFIDENCE_STEP (or a beat appeared or vanished), at most every
+        TEMPO_REPORT_S. True when it was published. The caller polls: a reading held back by the
+        rate limit goes out with a later one."""
+        now = time.monotonic() if now is None else now
+        bpm = round(float(bpm), 1) if bpm is not None and math.isfinite(bpm) else None
+        confidence = round(min(1.0, max(0.0, float(confidence))), 2) if math.isfinite(confidence) else 0.0
+        old_bpm, old_conf = self._tempo["tempo_bpm"], self._tempo["beat_confidence"] or 0.0
+        moved = ((bpm is None) != (old_bpm is None)
+                 or (bpm is not None and old_bpm is not None and abs(bpm - old_bpm) > TEMPO_STEP_BPM)
+                 or abs(confidence - old_conf) > CONFIDENCE_STEP
+                 or (confidence in (0.0, 1.0) and confidence != old_conf))  # the ends are always told
+        if not moved or (self._tempo_at is not None and now - self._tempo_at < TEMPO_REPORT_S):
+            return False
+        self._tempo = {"tempo_bpm": bpm, "beat_confidence": confidence}
+        self._tempo_at = now
+        self._notify(self.state)
+        return True
 
     def validate(self, name: str, payload: bytes) -> object:
         """Parse payload for command name; raise CommandError without changing anything."""
@@ -281,12 +310,15 @@ class Controller:
         self._settings = self._settings | changes
         state = self.state
         self.actions.on_state(state)
+        self._notify(state)
+        return state
+
+    def _notify(self, state: State) -> None:
         for cb in list(self._listeners):
             try:
                 cb(state)
             except Exception:  # a broken listener must not undo or block a command
                 log.exception("state listener failed")
-        return state
 
 
 # ------------------------------------------------------------------------------------- MIDI CC

@@ -15,6 +15,7 @@ from typing import Any, Literal, get_args, get_origin
 
 Api = Literal["auto", "alsa", "jack"]
 Mode = Literal["call", "accompany", "off"]
+TempoSource = Literal["player", "midi_clock", "link"]
 
 
 class ConfigError(Exception):
@@ -91,10 +92,19 @@ class MqttConfig:
 
 
 @dataclass(frozen=True)
+class TempoConfig:
+    """Where the beat comes from: the player's own onsets, a DAW's MIDI clock, or Ableton Link."""
+
+    source: TempoSource = _field("player", "player | midi_clock | link")
+    beats_per_bar: int = _field(4, "beats in a bar of the clock's or Link's timeline (midi_clock, link)", 1, 12)
+
+
+@dataclass(frozen=True)
 class Config:
     midi: MidiConfig = field(default_factory=MidiConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
+    tempo: TempoConfig = field(default_factory=TempoConfig)
     source: str = "<defaults>"
 
 
@@ -138,7 +148,8 @@ def _build(cls: type, table: Any, where: str, prefix: str) -> Any:
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: [{prefix}] must be a table")
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
+    # Config.source is where the file came from, not a key ([tempo] source is one).
+    fields = {f.name: f for f in dataclasses.fields(cls) if not (cls is Config and f.name == "source")}
     for key in table:
         if key not in fields:
             allowed = ", ".join(fields)

@@ -70,6 +70,16 @@ def _entities(base: str) -> list[tuple[str, str, dict[str, object]]]:
             "name": "Notes out", "icon": "mdi:music-note-outline", "state_class": "total_increasing",
             "state_topic": f"{base}/state", "value_template": tpl("notes_out"),
         }),
+        ("sensor", "tempo_bpm", {
+            "name": "Tempo", "icon": "mdi:metronome", "unit_of_measurement": "bpm", "state_class": "measurement",
+            "suggested_display_precision": 1,
+            "state_topic": f"{base}/state", "value_template": tpl("tempo_bpm"),  # null renders None: unknown
+        }),
+        ("sensor", "beat_confidence", {
+            "name": "Beat confidence", "icon": "mdi:target", "state_class": "measurement",
+            "suggested_display_precision": 2,  # 0..1
+            "state_topic": f"{base}/state", "value_template": tpl("beat_confidence"),
+        }),
         ("button", "reset", {"name": "Reset", "icon": "mdi:restart", "command_topic": f"{base}/cmd/reset"}),
         ("button", "panic", {"name": "Panic", "icon": "mdi:alarm-light", "command_topic": f"{base}/cmd/panic"}),
     ]

@@ -1,8 +1,9 @@
 """ripieno's two MIDI ports over python-rtmidi: opening, closing, hot-plug, and the input hand-off.
 
 The rtmidi callback runs in rtmidi's own thread (JACK's process thread under JACK). It only
-timestamps, drops what ripieno ignores and hands the message to the event loop with
-`call_soon_threadsafe`; the loop side puts it into a bounded queue and counts what overflows.
+timestamps, drops what ripieno ignores (MIDI clock too, unless the input was opened with
+`clock=True`) and hands the message to the event loop with `call_soon_threadsafe`; the loop
+side puts it into a bounded queue and counts what overflows.
 
 Hot-plug: a port given as a name substring is re-checked by `poll()` (the watcher calls it at
 least every second; ALSA gives no callback). When the peer disappears the port reports LOST;
@@ -22,6 +23,7 @@ from collections.abc import Callable
 import rtmidi
 
 from . import ports
+from .clock import CLOCK_STATUS
 
 log = logging.getLogger(__name__)
 
@@ -162,13 +164,17 @@ class MidiInput(_Port):
 
     kind = "in"
 
-    def __init__(self, api: str, wanted: str, loop: asyncio.AbstractEventLoop, maxsize: int = QUEUE_SIZE) -> None:
+    def __init__(self, api: str, wanted: str, loop: asyncio.AbstractEventLoop, maxsize: int = QUEUE_SIZE, clock: bool = False) -> None:
         super().__init__(api, wanted)
         self.loop = loop
         self.queue: asyncio.Queue[tuple[float, list[int]]] = asyncio.Queue(maxsize)
         self.dropped = 0
         self.lost_releases: set[tuple[int, int]] = set()
-        self.midi.ignore_types(sysex=False, timing=True, active_sense=True)
+        # clock: MIDI clock, Start/Stop/Continue and Song Position reach the queue too ([tempo]
+        # source = "midi_clock"). rtmidi drops timing clock unless asked; otherwise it stays dropped,
+        # so a keyboard's own clock never floods the loop. Active sensing is always dropped.
+        self.clock = clock
+        self.midi.ignore_types(sysex=False, timing=not clock, active_sense=True)
 
     def _opened(self) -> None:
         self.midi.set_callback(self._on_message)
@@ -177,7 +183,7 @@ class MidiInput(_Port):
         """rtmidi's thread: timestamp, filter, hand over. Nothing else belongs here."""
         t = time.monotonic()
         msg = event[0]
-        if ignored(msg):
+        if ignored(msg) and not (self.clock and msg and msg[0] in CLOCK_STATUS):
             return
         try:
             self.loop.call_soon_threadsafe(self._deliver, t, msg)
@@ -222,8 +228,10 @@ class MidiOutput(_Port):
             log.warning("could not send %s: %s", msg, exc)
 
 
-def open_pair(api: str, input_wanted: str, output_wanted: str, loop: asyncio.AbstractEventLoop) -> tuple[MidiInput, MidiOutput]:
+def open_pair(api: str, input_wanted: str, output_wanted: str, loop: asyncio.AbstractEventLoop,
+              clock: bool = False) -> tuple[MidiInput, MidiOutput]:
     """Open the keyboard and the synth side; MidiSystemError (nothing left open) when one cannot be.
+    `clock`: the input also delivers MIDI clock messages (see MidiInput).
 
     Why the retry (measured in tests/test_daemon_jack.py, jackd 1.9.21 dummy driver, non-realtime,
     2 cores): now and then a freshly activated rtmidi JACK client never runs its process cycle
@@ -233,7 +241,7 @@ def open_pair(api: str, input_wanted: str, output_wanted: str, loop: asyncio.Abs
     examined and in none of the passing ones checked. A request slower than STALL_S therefore means: close both clients, open again.
     """
     for attempt in range(1, OPEN_ATTEMPTS + 1):
-        midi_in = MidiInput(api, input_wanted, loop)
+        midi_in = MidiInput(api, input_wanted, loop, clock=clock)
         midi_out: MidiOutput | None = None
         try:
             midi_in.open_or_fail()

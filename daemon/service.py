@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from . import midi_ports, ports, systemd
+from . import midi_ports, ports, systemd, tempo_source
+from .clock import CLOCK_STATUS, MidiClock
 from .commands import CommandError, Controller, State, cc_command
 from .config import Config, ConfigError, as_dict
 from ripieno.model.play.engine import Engine
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 JACK_FLUSH_S = 0.05  # JACK sends from a ring buffer at the next cycle: give the last note-offs time to leave
 WATCH_S = 0.5  # hot-plug: port names are polled this often
 MQTT_GOODBYE_S = 1.0  # at stop, MQTT gets this long to publish "offline" before it is cancelled
+TEMPO_POLL_S = 0.25  # the tempo source's tempo and confidence are read this often (for state)
 
 
 def make_rng(seed: int) -> np.random.Generator:
@@ -97,11 +99,15 @@ class Session:
         self.stop = asyncio.Event()
         self.failure: BaseException | None = None
         self.listener = Listener()
-        self.midi_in, self.midi_out = midi_ports.open_pair(api, cfg.midi.input, cfg.midi.output, loop)
+        self.tempo = tempo_source.make_tempo(cfg)
+        # MIDI clock bytes go to the clock (and are asked of rtmidi) only when it is the source
+        self.clock = self.tempo if isinstance(self.tempo, MidiClock) else None
+        self.midi_in, self.midi_out = midi_ports.open_pair(api, cfg.midi.input, cfg.midi.output, loop, clock=self.clock is not None)
         self.output = RealtimeOutput(Scheduler(cfg.midi.channel - 1, cfg.engine.max_polyphony), self.midi_out.send, loop)
         self.controller = Controller(cfg, self)
         # One model step per loop callback: a due note's timer then waits for at most one step.
-        self.engine = Engine(cfg.engine, stream, self.output, make_rng(cfg.engine.seed), self.controller.stats, plans_per_wake=1)
+        self.engine = Engine(cfg.engine, stream, self.output, make_rng(cfg.engine.seed), self.controller.stats, plans_per_wake=1,
+                             tempo=self.tempo)
         self._wake: asyncio.TimerHandle | None = None
         self._in_dropped = 0
         self._tasks: set[asyncio.Task] = set()
@@ -135,8 +141,12 @@ class Session:
         """Input queue -> listener -> engine; mapped controllers become commands."""
         q = self.midi_in.queue
         stats = self.controller.stats
+        clock = self.clock
         while True:
             t, msg = await q.get()
+            if clock is not None and msg and msg[0] in CLOCK_STATUS:
+                clock.message(msg, t)  # stamped at rtmidi's callback, like every input
+                continue
             for ev in self.listener.feed(t, msg):
                 if isinstance(ev, Control):
                     cmd = cc_command(self.cfg.midi.cc, ev.number, ev.value)
@@ -157,6 +167,22 @@ class Session:
             # A full queue (a chord, a smash) would otherwise be stepped through without the loop
             # ever running a due note's timer in between: yield after every message.
             await asyncio.sleep(0)
+
+    async def watch_tempo(self, interval: float = TEMPO_POLL_S) -> None:
+        """Tell the command layer (so {base}/state) where the beat stands; it publishes only real moves."""
+        following = False
+        while True:
+            tempo, now = self.tempo, time.monotonic()
+            bpm = tempo.tempo_bpm if tempo is not None else None
+            confidence = tempo.confidence if tempo is not None else 0.0
+            self.controller.report_tempo(bpm, confidence, now)
+            if (confidence >= 0.5) != following and self.cfg.tempo.source != "player":
+                following = not following
+                if following:
+                    log.info("tempo: following %s at %.1f bpm", self.cfg.tempo.source, bpm or 0.0)
+                else:
+                    log.info("tempo: %s lost (confidence %.2f)", self.cfg.tempo.source, confidence)
+            await asyncio.sleep(interval)
 
     async def _command(self, name: str, payload: bytes) -> None:
         try:
@@ -212,7 +238,8 @@ class Session:
 
     async def run(self) -> int:
         tasks = [self.loop.create_task(self.consume(), name="input"),
-                 self.loop.create_task(midi_ports.watch([self.midi_in, self.midi_out], self.on_port_change, WATCH_S), name="ports")]
+                 self.loop.create_task(midi_ports.watch([self.midi_in, self.midi_out], self.on_port_change, WATCH_S), name="ports"),
+                 self.loop.create_task(self.watch_tempo(), name="tempo")]
         if self.cfg.mqtt.enabled:
             from .mqtt import run_mqtt
 
@@ -266,6 +293,9 @@ class Session:
                 await asyncio.sleep(JACK_FLUSH_S)
             self.midi_in.close()
             self.midi_out.close()
+            close_tempo = getattr(self.tempo, "close", None)
+            if close_tempo is not None:  # Link leaves its session
+                close_tempo()
         lat = percentiles(self.output.lateness_us)
         stats = self.controller.stats.metrics()
         log.info("stats %s", json.dumps(stats | {"lateness_us": lat, "input_us": percentiles(self.input_us), "input_dropped": self.midi_in.dropped}))
@@ -278,6 +308,7 @@ async def _watchdog(interval: float) -> None:
 
 
 async def serve(cfg: Config) -> int:
+    tempo_source.check(cfg)  # [tempo] source = "link" without aalink: exit 2, one line, before anything opens
     if cfg.mqtt.enabled:
         from .mqtt import client_options
 

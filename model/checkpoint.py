@@ -121,6 +121,8 @@ def load(spec: str | os.PathLike = DEFAULT, device: str | torch.device = "cpu") 
     if version != FORMAT_VERSION:
         raise CheckpointError(f"{where}: checkpoint format {version}, this ripieno reads format {FORMAT_VERSION}")
     enc_version = header.get("encoding_version", header.get("config", {}).get("encoding", {}).get("version"))
+    if enc_version == 1:
+        raise CheckpointError(f"{where}: encoding 1 (time in seconds) is not read by this ripieno (encoding 2, time in beats): retrain it with `ripieno-train fit` on the same data")
     if enc_version != ENCODING_VERSION:
         raise CheckpointError(f"{where}: encoding version {enc_version}, this ripieno uses encoding {ENCODING_VERSION}; retrain or use a matching ripieno")
     state = blob.get("weights")

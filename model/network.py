@@ -1,9 +1,12 @@
 """The note LSTM: embedded event tokens -> stacked LSTM -> separate heads.
 
-The pitch head is a 128-way classifier (optionally tied to the pitch embedding). Step,
-duration and velocity are categorical over the encoding's bins so they can be sampled; they
-condition on the pitch of the event they describe (teacher-forced in training, sampled first
-at play time) through a small shared layer, so e.g. a bass note can get a longer duration.
+The pitch head is a 128-way classifier (optionally tied to the pitch embedding) with one
+readout per part: the next note's role is given, not predicted (the engine knows whether it
+asks for the lead's next note or for the accompaniment's), so "what does the bass play under
+this melody note" and "where does the melody go" are separate distributions. Step, duration
+and velocity are categorical over the encoding's bins so they can be sampled; they condition
+on the pitch of the event they describe (teacher-forced in training, sampled first at play
+time) through a small shared layer, so e.g. a bass note can get a longer duration.
 
 The recurrent state is always explicit: `forward` takes and returns (h, c), the module
 stores none, so one model serves many streams.
@@ -18,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from .encoding import N_PITCH, N_TARGETS, Encoding
+from .encoding import N_PITCH, N_ROLE, N_TARGETS, Encoding
 from .online import OnlineConfig
 
 State = tuple[Tensor, Tensor]
@@ -72,10 +75,10 @@ class NoteLSTM(nn.Module):
         self.lstm = nn.LSTM(sum(widths), cfg.hidden, cfg.layers, batch_first=True, dropout=cfg.dropout if cfg.layers > 1 else 0.0)
         self.drop = nn.Dropout(cfg.dropout)
         if cfg.tie_weights:
-            self.pitch_proj = nn.Linear(cfg.hidden, cfg.pitch_embed)
-            self.pitch_bias = nn.Parameter(torch.zeros(N_PITCH))
+            self.pitch_proj = nn.Linear(cfg.hidden, cfg.pitch_embed * N_ROLE)
+            self.pitch_bias = nn.Parameter(torch.zeros(N_ROLE, N_PITCH))
         else:
-            self.pitch_out = nn.Linear(cfg.hidden, N_PITCH)
+            self.pitch_out = nn.Linear(cfg.hidden, N_PITCH * N_ROLE)
         self.cond = nn.Embedding(N_PITCH, cfg.cond_embed)
         self.head_in = nn.Linear(cfg.hidden + cfg.cond_embed, cfg.head_hidden)
         sizes = dict(zip(cfg.encoding.columns, vocab))
@@ -104,11 +107,18 @@ class NoteLSTM(nn.Module):
         z = torch.zeros(self.config.layers, batch, self.config.hidden, device=device)
         return z, z.clone()
 
-    def pitch_logits(self, hidden_rows: Tensor) -> Tensor:
-        """(N, H) -> (N, 128) unnormalised log-probabilities of the next pitch."""
+    def pitch_logits(self, hidden_rows: Tensor, role: Tensor | int = 0) -> Tensor:
+        """(N, H) -> (N, 128) unnormalised log-probabilities of the next pitch, for a next note of
+        `role` (an int for every row, or (N,) int64: each row its own)."""
+        n = hidden_rows.shape[0]
         if self.config.tie_weights:
-            return self.pitch_proj(hidden_rows) @ self.embeddings[0].weight.t() + self.pitch_bias
-        return self.pitch_out(hidden_rows)
+            proj = self.pitch_proj(hidden_rows).view(n, N_ROLE, self.config.pitch_embed)
+            all_roles = proj @ self.embeddings[0].weight.t() + self.pitch_bias
+        else:
+            all_roles = self.pitch_out(hidden_rows).view(n, N_ROLE, N_PITCH)
+        if isinstance(role, int):
+            return all_roles[:, role]
+        return all_roles.gather(1, role.view(n, 1, 1).expand(n, 1, N_PITCH))[:, 0]
 
     def head_logits(self, hidden_rows: Tensor, pitch: Tensor) -> dict[str, Tensor]:
         """Step/duration/velocity logits for next events whose pitch is `pitch` (N,) given hidden (N, H)."""
@@ -123,7 +133,7 @@ class NoteLSTM(nn.Module):
         """
         h = self.drop(hidden_rows)
         tgt = target_rows[:, :N_TARGETS]
-        out = {"pitch": F.cross_entropy(self.pitch_logits(h), tgt[:, 0])}
+        out = {"pitch": F.cross_entropy(self.pitch_logits(h, target_rows[:, N_TARGETS].clamp(0, N_ROLE - 1)), tgt[:, 0])}
         logits = self.head_logits(h, tgt[:, 0])
         for i, name in enumerate(HEADS, start=1):
             out[name] = F.cross_entropy(logits[name], tgt[:, i])

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .encoding import N_PITCH, N_ROLE
 from .network import HEADS, NoteLSTM
 
 
@@ -65,13 +66,18 @@ class NumpyLSTM:
         self.pre[3 * H :] = 0.5
         self.post_add = np.where(self.pre == 0.5, 0.5, 0.0).astype(np.float32)
         # pitch head
+        # pitch head: one (128 x H) readout per role of the next note
         if cfg.tie_weights:
             e = model.embeddings[0].weight.detach().double()
-            w = e @ model.pitch_proj.weight.detach().double()
-            b = e @ model.pitch_proj.bias.detach().double() + model.pitch_bias.detach().double()
-            self.w_pitch, self.b_pitch = _np(w), _np(b)
+            pw = model.pitch_proj.weight.detach().double().view(N_ROLE, cfg.pitch_embed, H)
+            pb = model.pitch_proj.bias.detach().double().view(N_ROLE, cfg.pitch_embed)
+            self.w_pitch = [_np(e @ pw[r]) for r in range(N_ROLE)]
+            self.b_pitch = [_np(e @ pb[r] + model.pitch_bias.detach().double()[r]) for r in range(N_ROLE)]
         else:
-            self.w_pitch, self.b_pitch = _np(model.pitch_out.weight), _np(model.pitch_out.bias)
+            w = model.pitch_out.weight.detach().view(N_ROLE, N_PITCH, H)
+            b = model.pitch_out.bias.detach().view(N_ROLE, N_PITCH)
+            self.w_pitch = [_np(w[r]) for r in range(N_ROLE)]
+            self.b_pitch = [_np(b[r]) for r in range(N_ROLE)]
         # timing/velocity heads conditioned on pitch
         w_in = model.head_in.weight.detach().double()
         self.w_head_h = _np(w_in[:, :H])
@@ -90,7 +96,7 @@ class NumpyLSTM:
             gates=np.zeros(4 * H, np.float32),
             xh=np.zeros(2 * H, np.float32),
             tmp=np.zeros(H, np.float32),
-            pitch_logits=np.zeros(len(self.b_pitch), np.float32),
+            pitch_logits=np.zeros(N_PITCH, np.float32),
             head_z=np.zeros(self.head_hidden, np.float32),
             head_logits=np.zeros(len(self.b_heads), np.float32),
         )
@@ -128,9 +134,10 @@ class NumpyLSTM:
             gates += self.bias[k]
             self._cell(gates, c[k], h[k], buf.tmp)
 
-    def pitch_logits(self, h_top: np.ndarray, buf: Buffers) -> np.ndarray:
-        np.dot(self.w_pitch, h_top, out=buf.pitch_logits)
-        buf.pitch_logits += self.b_pitch
+    def pitch_logits(self, h_top: np.ndarray, buf: Buffers, role: int = 0) -> np.ndarray:
+        """Logits of the next pitch for a next note of `role` (0 lead, 1 accompaniment)."""
+        np.dot(self.w_pitch[role], h_top, out=buf.pitch_logits)
+        buf.pitch_logits += self.b_pitch[role]
         return buf.pitch_logits
 
     def head_logits(self, h_top: np.ndarray, pitch: int, buf: Buffers) -> np.ndarray:

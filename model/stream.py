@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,7 +52,6 @@ class Stream:
         self.online = make_online(cfg, _corpus(checkpoint) if cfg.corpus_weight > 0 else None) if online else None
         self.learn_own = learn_own
         self._encoder = IncrementalEncoder(self.encoding)
-        self._time_bounds = tuple(tuple(b.tolist() for b in self.encoding.time_bin_bounds(s)) for s in (True, False))
         self._vel_bounds = tuple(b.tolist() for b in self.encoding.velocity_bounds())
         self._alloc()
         self.reset()
@@ -64,6 +62,7 @@ class Stream:
         self._tokens = np.zeros(len(self.encoding.columns), dtype=np.int64)
         self._net_probs = np.zeros(128)
         self._mixed = np.zeros(128)
+        self._acc_probs = np.zeros(128)
         self._fresh = False  # _net_probs/_mixed describe the current state
 
     def reset(self) -> None:
@@ -88,7 +87,7 @@ class Stream:
         twin.h, twin.c = self.h.copy(), self.c.copy()
         twin._buf = self.net.buffers()
         twin._tokens = self._tokens.copy()
-        twin._net_probs, twin._mixed = self._net_probs.copy(), self._mixed.copy()
+        twin._net_probs, twin._mixed, twin._acc_probs = self._net_probs.copy(), self._mixed.copy(), self._acc_probs.copy()
         twin._encoder = self._encoder.copy()
         twin.online = None if self.online is None else self.online.fork(frozen=not copy_online)
         return twin
@@ -113,43 +112,70 @@ class Stream:
             self._mixed[:] = p
         self._fresh = True
 
-    def observe(self, event: NoteEvent) -> None:
-        """Advance by one heard (or played) event."""
+    def observe(self, event: NoteEvent, learn: bool | None = None) -> None:
+        """Advance by one heard (or played) event. learn: whether the online model learns it
+        (default: the lead's notes do, unless `learn_own` says ripieno's do too); the engine
+        passes False for the notes ripieno plays itself, whatever their part."""
         if self.online is not None:
             self._ensure()
-            learn = event.role == Role.PLAYER or self.learn_own
+            if learn is None:
+                learn = event.role == Role.PLAYER or self.learn_own
             self.online.observe(min(max(int(event.pitch), 0), 127), self._net_probs, learn)
-        self._encoder.push(event.pitch, event.step, event.duration, event.velocity, int(event.role), self._tokens)
+        self._encoder.push(event.pitch, event.step, event.duration, event.velocity, int(event.role), event.pos, event.bar, self._tokens)
         self.net.step(self._tokens, self.h, self.c, self._buf)
         self.n_observed += 1
         self._fresh = False
 
-    def predict(self) -> Prediction:
-        """The next pitch distribution (copies: safe to keep after the stream moves on)."""
-        self._ensure()
-        w = self.online.weights.copy() if self.online is not None else np.array([1.0, 0.0])
-        return Prediction(self._mixed.copy(), self._net_probs.copy(), w)
+    def predict(self, role: Role = Role.PLAYER) -> Prediction:
+        """The next pitch distribution for a next note of `role` (copies: safe to keep).
+
+        The lead's is the network mixed with what the piece taught (the online models learn the
+        lead); an accompaniment note's is the network's own accompaniment readout.
+        """
+        if role == Role.PLAYER:
+            self._ensure()
+            w = self.online.weights.copy() if self.online is not None else np.array([1.0, 0.0])
+            return Prediction(self._mixed.copy(), self._net_probs.copy(), w)
+        p = self._accompaniment_probs()
+        return Prediction(p.copy(), p.copy(), np.array([1.0, 0.0]))
+
+    def _accompaniment_probs(self) -> np.ndarray:
+        logits = self.net.pitch_logits(self.h[-1], self._buf, int(Role.RIPIENO))
+        p = self._acc_probs
+        np.subtract(logits, logits.max(), out=p)
+        np.exp(p, out=p)
+        p /= p.sum()
+        return p
 
     def head_probs(self, pitch: int, temperature: float = 1.0) -> dict[str, np.ndarray]:
         """Bin distributions of step, duration and velocity for a next note of `pitch`."""
         logits = self.net.head_logits(self.h[-1], int(pitch), self._buf)
         return {n: sampling.softmax(logits[self.net.head_slices[n]], temperature if temperature > 0 else 1.0) for n in HEADS}
 
-    def sample(self, temperature: float, rng: np.random.Generator, top_p: float | None = None, low: int = 0, high: int = 127) -> NoteEvent:
-        """Draw the next note (does not advance the stream). temperature 0 = argmax everywhere, bin centres."""
-        self._ensure()
+    def sample(self, temperature: float, rng: np.random.Generator, top_p: float | None = None, low: int = 0, high: int = 127,
+               pitch_weights: np.ndarray | None = None, role: Role = Role.PLAYER) -> NoteEvent:
+        """Draw the next note (does not advance the stream). temperature 0 = argmax everywhere.
+
+        `role` is the part asked for (the lead's next note, or the accompaniment's) and the role
+        of the event returned. Step and duration are grid values in beats. `pitch_weights` (128,), when given, multiply
+        the pitch distribution before the draw (the engine's register and harmony preferences);
+        the timing is still the model's, conditioned on the pitch drawn.
+        """
         t = float(temperature) if np.isfinite(temperature) else 1.0
-        pitch = sampling.choose(self._mixed, t, rng, top_p, low, high)
+        if role == Role.PLAYER:
+            self._ensure()
+            base = self._mixed
+        else:
+            base = self._accompaniment_probs()
+        probs = base if pitch_weights is None else base * pitch_weights
+        pitch = sampling.choose(probs, t, rng, top_p, low, high)
         logits = self.net.head_logits(self.h[-1], pitch, self._buf)
         step_bin, dur_bin, vel_bin = sampling.choose_each(logits, self.net.head_starts, t, rng)
         r = rng if t > 0 else None
-        (slo, shi), (dlo, dhi) = self._time_bounds
-        step = _log_uniform(slo[step_bin], shi[step_bin], r)
-        duration = _log_uniform(dlo[dur_bin], dhi[dur_bin], r)
         vlo, vhi = self._vel_bounds
         k = vel_bin
         velocity = int((vlo[k] + vhi[k]) // 2) if r is None else int(vlo[k] + int(r.random() * (vhi[k] - vlo[k] + 1)))
-        return NoteEvent(int(pitch), step, duration, min(max(velocity, 1), 127), Role.RIPIENO)
+        return NoteEvent(int(pitch), self.encoding.step_beats(step_bin), self.encoding.duration_beats(dur_bin), min(max(velocity, 1), 127), role)
 
 
 def _corpus(ck: Checkpoint) -> CorpusExpert | None:
@@ -157,12 +183,3 @@ def _corpus(ck: Checkpoint) -> CorpusExpert | None:
     if "corpus" not in ck._cache:
         ck._cache["corpus"] = corpus_from_tables({k: v.numpy() for k, v in ck.tables.items()})
     return ck._cache["corpus"]
-
-
-def _log_uniform(lo: float, hi: float, rng: np.random.Generator | None) -> float:
-    """Seconds drawn log-uniformly in [lo, hi) (0 for the chord bin); bin centre without rng."""
-    if lo <= 0.0:
-        return 0.0
-    if rng is None:
-        return math.sqrt(lo * hi)
-    return math.exp(math.log(lo) + rng.random() * math.log(hi / lo))

@@ -70,17 +70,18 @@ QUICK = BenchSpec(hidden=32, layers=1, batch=8, tbptt=32, steps=3, rounds=2, war
 
 
 def synthetic_pieces(n: int, rng: np.random.Generator, min_len: int, max_len: int) -> list[np.ndarray]:
-    """(N, 5) melodies: a stepwise random walk with leaps and chords, dotted rhythms, phrase rests."""
+    """(N, 7) melodies in beats: a stepwise random walk with leaps and chords, dotted rhythms, phrase rests."""
     out = []
     for length in rng.integers(min_len, max_len + 1, size=n):
         moves = rng.choice([-7, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 7], size=length, p=[0.02, 0.04, 0.05, 0.1, 0.16, 0.12, 0.04, 0.12, 0.16, 0.1, 0.05, 0.02, 0.02])
         pitch = np.clip(rng.integers(55, 72) + np.cumsum(moves), 36, 96)
-        beat = 60.0 / rng.uniform(70, 140)
+        beat = 1.0
         step = beat * rng.choice([0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0], size=length, p=[0.1, 0.1, 0.35, 0.05, 0.3, 0.05, 0.05])
         step[0] = 0.0
         dur = np.maximum(step, beat * 0.5) * rng.uniform(0.7, 1.0, size=length)
         vel = np.clip(rng.normal(80, 12, size=length), 1, 127).round()
-        out.append(np.stack([pitch, step, dur, vel, np.zeros(length)], axis=1).astype(np.float32))
+        pos = np.cumsum(step) % 4.0
+        out.append(np.stack([pitch, step, dur, vel, np.zeros(length), pos, np.full(length, 4.0)], axis=1).astype(np.float32))
     return out
 
 

@@ -47,7 +47,8 @@ def add_fit_command(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--device", choices=["auto", "cpu", "cuda"], default=d.device)
     f.add_argument("--batching", choices=["auto", "packed", "padded"], default=d.batching, help="auto: what `bench` measured faster on this device")
     f.add_argument("--transpose", type=int, default=d.transpose, metavar="SEMITONES", help="augment: random transposition per piece and epoch")
-    f.add_argument("--tempo", type=float, default=d.tempo, metavar="X", help="augment: timing scaled by exp(U(-X, X))")
+    f.add_argument("--tempo", type=float, default=d.tempo, metavar="X", help="augment: timing scaled by exp(U(-X, X)) (in beats this leaves the grid; 0 for scores)")
+    f.add_argument("--bar-dropout", type=float, default=d.bar_dropout, metavar="P", help="augment: share of pieces per epoch seen without their bars, as the daemon hears a player")
     f.add_argument("--val-fraction", type=float, default=0.05)
     f.add_argument("--test-fraction", type=float, default=0.05)
     f.add_argument("--max-minutes", type=float, default=None, help="stop after this many minutes (the best checkpoint is kept)")
@@ -104,7 +105,7 @@ def run_fit(args: argparse.Namespace) -> int:
         cfg = FitConfig(
             epochs=args.epochs, batch=args.batch, tbptt=args.tbptt or None, lr=args.lr, weight_decay=args.weight_decay,
             warmup_steps=args.warmup, clip=args.clip, patience=args.patience, seed=args.seed, device=args.device,
-            batching=args.batching, transpose=args.transpose, tempo=args.tempo, max_minutes=args.max_minutes,
+            batching=args.batching, transpose=args.transpose, tempo=args.tempo, bar_dropout=args.bar_dropout, max_minutes=args.max_minutes,
             progress=not args.no_progress,
         )
         if args.hidden < 1 or args.layers < 1 or not 0 <= args.dropout < 1:

@@ -3,9 +3,11 @@
 Parsing scores is slow (music21: ~13 ms per Essen tune, ~0.1-0.3 s per Bach chorale), so every
 unit of work (one score file, or a chunk of the tunes of an Essen .abc collection) is converted
 once into an .npz keyed by its corpus path, its mtime and size, and EVENTS_FORMAT; later runs
-only read arrays. Scores rarely carry a tempo: metronome marks are used when present, otherwise
-DEFAULT_QPM, and the quarter-note onsets, durations and tempo are stored alongside the events
-in seconds so that training can re-time a piece at another tempo.
+only read arrays. What is stored is the score's own time: quarter-note onsets and durations,
+each note's part, and its bar (bar line, bar length, the metre's beat); `pieces_of` turns them
+into beat-timed Pieces, a score of several parts twice (the whole texture as the lead; the top
+part as the lead over the others as accompaniment). Scores rarely carry a tempo: the first
+metronome mark is kept when present (for writing MIDI back), otherwise DEFAULT_QPM.
 
 O'Neill's (`oneills1850`) and Ryan's Mammoth Collection (`ryansMammoth`) are reserved for an
 independent held-out evaluation: they are refused by name and filtered out by path, here, in
@@ -33,7 +35,7 @@ from ripieno.training.pieces import DEFAULT_VELOCITY, Piece, events_from_notes
 
 log = logging.getLogger(__name__)
 
-EVENTS_FORMAT = 1  # bump when the conversion below changes what it writes
+EVENTS_FORMAT = 2  # bump when the conversion below changes what it writes
 DEFAULT_QPM = 100.0  # quarter notes per minute when a score gives no tempo
 RESERVED = ("oneills1850", "ryansMammoth")  # held-out evaluation only: never parsed here
 SCORE_SUFFIXES = (".abc", ".mxl", ".xml", ".musicxml", ".krn", ".mid", ".midi")
@@ -143,54 +145,116 @@ def plan_units(paths: Iterable[Path]) -> list[Unit]:
 # --- conversion of one score (runs in the worker processes) ---------------------------------
 
 
-def _tempo_map(marks: list[tuple[float, float]], q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(seconds, qpm in force) at quarter-note offsets q under a piecewise-constant tempo [(offset_q, qpm), ...].
+def beat_quarters(numerator: int, denominator: int) -> float:
+    """The metre's beat in quarter notes: a dotted quarter in 6/8, 9/8 and 12/8, else the denominator's note."""
+    if denominator == 8 and numerator in (6, 9, 12):
+        return 1.5
+    return 4.0 / denominator
 
-    The first mark holds from the start, even if the score places it a little later.
-    """
-    offs = np.array([m[0] for m in marks], dtype=np.float64)
-    qpm = np.array([m[1] for m in marks], dtype=np.float64)
-    offs[0] = 0.0
-    starts_s = np.concatenate([[0.0], np.cumsum(np.diff(offs) * 60.0 / qpm[:-1])])
-    i = np.clip(np.searchsorted(offs, q, side="right") - 1, 0, None)
-    return starts_s[i] + (q - offs[i]) * 60.0 / qpm[i], qpm[i]
+
+def _bars(part: object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(bar line offset, bar length, beat) in quarter notes for each measure of a part; a pickup
+    bar's line lies before its first note (so an upbeat sits late in its bar)."""
+    from music21 import meter
+
+    measures = list(part.getElementsByClass("Measure"))  # type: ignore[attr-defined]
+    first_ts = next(iter(part.recurse().getElementsByClass(meter.TimeSignature)), None)  # type: ignore[attr-defined]
+    ts = first_ts
+    starts, lengths, beats = [], [], []
+    for i, m in enumerate(measures):
+        ts = m.timeSignature or ts
+        num, den = (ts.numerator, ts.denominator) if ts is not None else (4, 4)
+        bar_q = float(ts.barDuration.quarterLength) if ts is not None else 4.0
+        start = float(m.offset)
+        pad = float(m.paddingLeft or 0.0)
+        if pad > 0:
+            start -= pad
+        elif i == 0 and float(m.duration.quarterLength) < bar_q - 1e-6:
+            start -= bar_q - float(m.duration.quarterLength)
+        starts.append(start)
+        lengths.append(bar_q)
+        beats.append(beat_quarters(num, den))
+    if not starts:  # no measures: 4/4 from the start
+        return np.zeros(1), np.full(1, 4.0), np.ones(1)
+    return np.asarray(starts), np.asarray(lengths), np.asarray(beats)
 
 
 def score_arrays(score: object) -> dict[str, np.ndarray] | None:
-    """Events (seconds) plus onset_q/duration_q/qpm of a music21 score; None if it has no notes."""
+    """Every note of a music21 score in quarter notes, with its part and its bar; None if it has no notes.
+
+    Stored as the corpus cache; `pieces_of` turns them into Pieces (beats and roles).
+    """
     from music21 import tempo
 
     s = score.stripTies()  # type: ignore[attr-defined]
     flat = s.flatten()
-    marks = sorted({float(mm.offset): mm.getQuarterBPM() for mm in flat.getElementsByClass(tempo.MetronomeMark) if mm.getQuarterBPM()}.items())
-    marks = [(o, float(q)) for o, q in marks if q > 0] or [(0.0, DEFAULT_QPM)]
+    marks = [float(mm.getQuarterBPM()) for mm in flat.getElementsByClass(tempo.MetronomeMark) if mm.getQuarterBPM()]
+    qpm = marks[0] if marks and marks[0] > 0 else DEFAULT_QPM
     parts = list(s.parts) or [s]
-    on_q: list[float] = []
-    dur_q: list[float] = []
-    pit: list[int] = []
-    vel: list[int] = []
-    for part in parts:
+    bar_start, bar_len, beat = _bars(parts[0])
+    cols: dict[str, list] = {k: [] for k in ("onset_q", "duration_q", "pitch", "velocity", "part")}
+    for k, part in enumerate(parts):
         for n in part.flatten().notes:
             ql = float(n.duration.quarterLength)
             if ql <= 0 or n.duration.isGrace:
                 continue
-            pitches = getattr(n, "pitches", ())
             v = n.volume.velocity  # None unless the score gives a dynamic to this note
-            for p in pitches:
+            for p in getattr(n, "pitches", ()):
                 midi = int(round(p.ps))
                 if 0 <= midi <= 127:
-                    on_q.append(float(n.offset))
-                    dur_q.append(ql)
-                    pit.append(midi)
-                    vel.append(int(v) if v else DEFAULT_VELOCITY)
-    if len(pit) < 2:
+                    cols["onset_q"].append(float(n.offset))
+                    cols["duration_q"].append(ql)
+                    cols["pitch"].append(midi)
+                    cols["velocity"].append(int(v) if v else DEFAULT_VELOCITY)
+                    cols["part"].append(k)
+    if len(cols["pitch"]) < 2:
         return None
-    oq, dq = np.asarray(on_q), np.asarray(dur_q)
-    onset_s, qpm_at = _tempo_map(marks, oq)
-    dur_s = _tempo_map(marks, oq + dq)[0] - onset_s
-    events, keep = events_from_notes(onset_s, pit, dur_s, vel)
-    qpm_at = qpm_at[keep]
-    return {"events": events, "onset_q": oq[keep].astype(np.float32), "duration_q": dq[keep].astype(np.float32), "qpm": qpm_at.astype(np.float32)}
+    on = np.asarray(cols["onset_q"])
+    m = np.clip(np.searchsorted(bar_start, on + 1e-6, side="right") - 1, 0, len(bar_start) - 1)
+    return {
+        "onset_q": on.astype(np.float32),
+        "duration_q": np.asarray(cols["duration_q"], np.float32),
+        "pitch": np.asarray(cols["pitch"], np.int16),
+        "velocity": np.asarray(cols["velocity"], np.int16),
+        "part": np.asarray(cols["part"], np.int16),
+        "bar_start_q": bar_start[m].astype(np.float32),
+        "bar_q": bar_len[m].astype(np.float32),
+        "beat_q": beat[m].astype(np.float32),
+        "qpm": np.full(len(on), qpm, np.float32),
+    }
+
+
+NOTE_ARRAYS = ("onset_q", "duration_q", "pitch", "velocity", "part", "bar_start_q", "bar_q", "beat_q", "qpm")
+
+
+def beat_axis(onset_q: np.ndarray, bar_start_q: np.ndarray, bar_q: np.ndarray, beat_q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(onset in beats, position in the bar in beats, bar length in beats) of each note.
+
+    Beats are counted bar by bar, so a change of metre (3/4 to 6/8) changes the beat's length
+    from that bar on and a piece's beats stay continuous.
+    """
+    pos = (onset_q - bar_start_q) / beat_q
+    bar = bar_q / beat_q
+    starts, first = np.unique(bar_start_q, return_index=True)
+    bar_b = np.concatenate([[0.0], np.cumsum(np.diff(starts) / beat_q[first][:-1])])
+    onset_b = bar_b[np.searchsorted(starts, bar_start_q)] + pos
+    return onset_b, pos, bar
+
+
+def pieces_of(pid: str, source: str, a: dict[str, np.ndarray]) -> list[Piece]:
+    """The Pieces one converted score gives: its whole texture as the lead, and, for part music,
+    its top part as the lead with the other parts as the accompaniment (roles), sharing one group."""
+    onset_b, pos, bar = beat_axis(a["onset_q"].astype(np.float64), a["bar_start_q"].astype(np.float64), a["bar_q"].astype(np.float64), a["beat_q"].astype(np.float64))
+    dur_b = a["duration_q"].astype(np.float64) / a["beat_q"].astype(np.float64)
+    qpm = float(a["qpm"][0]) if len(a["qpm"]) else DEFAULT_QPM
+    beat_q = float(a["beat_q"][0]) if len(a["beat_q"]) else 1.0
+    solo, _ = events_from_notes(onset_b, a["pitch"], dur_b, a["velocity"], 0, pos, bar)
+    out = [Piece(pid, source, solo, group=pid, qpm=qpm, beat_q=beat_q)]
+    if len(np.unique(a["part"])) > 1:
+        role = (a["part"] != a["part"].min()).astype(np.int64)
+        parts, _ = events_from_notes(onset_b, a["pitch"], dur_b, a["velocity"], role, pos, bar)
+        out.append(Piece(f"{pid}@parts", source, parts, group=pid, qpm=qpm, beat_q=beat_q))
+    return out
 
 
 def _scores_of(unit: Unit) -> list[tuple[str, object]]:
@@ -241,8 +305,8 @@ def convert_unit(unit: Unit, cache_dir: str) -> tuple[str, list[tuple[str, str]]
             ids.append(pid)
             arrays.append(a)
     out = unit.cache_file(Path(cache_dir))
-    lengths = np.array([len(a["events"]) for a in arrays], dtype=np.int64)
-    cat = {k: (np.concatenate([a[k] for a in arrays]) if arrays else np.zeros((0, 5) if k == "events" else 0, np.float32)) for k in ("events", "onset_q", "duration_q", "qpm")}
+    lengths = np.array([len(a["pitch"]) for a in arrays], dtype=np.int64)
+    cat = {k: (np.concatenate([a[k] for a in arrays]) if arrays else np.zeros(0, np.float32)) for k in NOTE_ARRAYS}
     tmp = out.with_suffix(f".tmp{os.getpid()}.npz")
     np.savez(
         tmp,
@@ -260,11 +324,8 @@ def read_unit(path: Path, source: str) -> tuple[list[Piece], list[tuple[str, str
     """Pieces and failures stored in one cache file."""
     with np.load(path, allow_pickle=False) as z:
         ids, off = z["ids"], z["offsets"]
-        ev, oq, dq, qpm = z["events"], z["onset_q"], z["duration_q"], z["qpm"]
-        pieces = [
-            Piece(str(pid), source, ev[a:b], oq[a:b], dq[a:b], qpm[a:b])
-            for pid, a, b in zip(ids, off[:-1], off[1:], strict=True)
-        ]
+        cols = {k: z[k] for k in NOTE_ARRAYS}
+        pieces = [p for pid, a, b in zip(ids, off[:-1], off[1:], strict=True) for p in pieces_of(str(pid), source, {k: v[a:b] for k, v in cols.items()})]
         failed = list(zip((str(x) for x in z["failed_ids"]), (str(x) for x in z["failed_why"]), strict=True))
     return pieces, failed
 
@@ -358,7 +419,7 @@ def export_split(pieces: list[Piece], side: str, folder: Path, val: float = 0.05
     chosen = split(dedupe(pieces), val=val, test=test)[side]
     folder.mkdir(parents=True, exist_ok=True)
     for p in chosen:
-        write_midi(folder / (re.sub(r"[^A-Za-z0-9_.-]+", "_", p.id) + ".mid"), p.events)
+        write_midi(folder / (re.sub(r"[^A-Za-z0-9_.-]+", "_", p.id) + ".mid"), p.events, bpm=p.qpm or DEFAULT_QPM, beat_quarters=p.beat_q)
     log.info("wrote %d %s pieces as MIDI into %s", len(chosen), side, folder)
     return len(chosen)
 

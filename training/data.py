@@ -30,8 +30,8 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 Batching = Literal["packed", "padded"]
 State = tuple[torch.Tensor, torch.Tensor]
 
-# Column indices in events.COLUMNS order (pitch, step, duration, velocity, role).
-_PITCH, _STEP, _DURATION = 0, 1, 2
+# Column indices in events.COLUMNS order (pitch, step, duration, velocity, role, pos, bar).
+_PITCH, _STEP, _DURATION, _BAR = 0, 1, 2, 6
 
 
 # ------------------------------------------------------------------------------------ order
@@ -127,11 +127,14 @@ def plan_chunks(lengths: Sequence[int], order: Sequence[int], rows: int, tbptt: 
 # ------------------------------------------------------------------------------ augmentation
 
 
-def augment(arr: np.ndarray, rng: np.random.Generator, transpose: int = 0, tempo: float = 0.0) -> np.ndarray:
-    """A transposed and tempo-scaled copy of an (N, 5) event array.
+def augment(arr: np.ndarray, rng: np.random.Generator, transpose: int = 0, tempo: float = 0.0, bar_dropout: float = 0.0) -> np.ndarray:
+    """A transposed (and tempo-scaled, bar-less) copy of an (N, 7) event array.
 
     The shift is drawn uniformly from [-transpose, transpose] semitones, narrowed so every pitch
-    stays in 0..127; the tempo factor is exp(U(-tempo, tempo)) on steps and durations.
+    stays in 0..127; the tempo factor is exp(U(-tempo, tempo)) on steps and durations (in beats
+    this leaves the grid: 0 for scores). With probability bar_dropout the piece forgets its
+    bars (bar length 0, unknown), as a player's performance is heard by the daemon: the model
+    must play in time from the beat alone.
     """
     out = np.array(arr, dtype=np.float32, copy=True)
     if len(out) == 0:
@@ -143,6 +146,8 @@ def augment(arr: np.ndarray, rng: np.random.Generator, transpose: int = 0, tempo
             out[:, _PITCH] += rng.integers(lo, hi + 1)
     if tempo > 0:
         out[:, [_STEP, _DURATION]] *= np.float32(np.exp(rng.uniform(-tempo, tempo)))
+    if bar_dropout > 0 and rng.random() < bar_dropout:
+        out[:, _BAR] = 0.0
     return out
 
 

@@ -70,6 +70,7 @@ class FitConfig:
     batching: str = "auto"  # auto | packed | padded
     transpose: int = 0  # augmentation: random shift in [-transpose, transpose] semitones per piece and epoch
     tempo: float = 0.0  # augmentation: steps/durations scaled by exp(U(-tempo, tempo))
+    bar_dropout: float = 0.5  # augmentation: share of pieces per epoch seen without their bars (as the daemon hears a player)
     max_minutes: float | None = None  # stop (after validating) once this much time has passed
     progress: bool = True
 
@@ -85,6 +86,7 @@ class FitConfig:
             (self.batching in ("auto", "packed", "padded"), "batching must be auto, packed or padded"),
             (0 <= self.transpose <= 24, "transpose must be in 0..24 semitones"),
             (0 <= self.tempo <= 1, "tempo must be in 0..1"),
+            (0 <= self.bar_dropout <= 1, "bar_dropout must be in 0..1"),
             (self.max_minutes is None or self.max_minutes > 0, "max-minutes must be > 0"),
         ]
         for ok, message in checks:
@@ -223,10 +225,10 @@ class Sums:
 
 
 def encode_pieces(pieces: Sequence[np.ndarray], encoding: Encoding, rng: np.random.Generator | None, cfg: FitConfig) -> list[np.ndarray]:
-    """Token arrays of the pieces, augmented (transposition, tempo) when an rng is given."""
+    """Token arrays of the pieces, augmented (transposition, tempo, bars) when an rng is given."""
     if rng is None:
         return [encoding.encode(p) for p in pieces]
-    return [encoding.encode(augment(p, rng, cfg.transpose, cfg.tempo)) for p in pieces]
+    return [encoding.encode(augment(p, rng, cfg.transpose, cfg.tempo, cfg.bar_dropout)) for p in pieces]
 
 
 def shard(n: int, dist: Dist, epoch: int, seed: int) -> list[int]:
@@ -298,7 +300,7 @@ def fit(
     data_meta: dict[str, Any] | None = None,
     resume: bool = False,
 ) -> FitResult:
-    """Train a NoteLSTM on (N, 5) event arrays; the best checkpoint goes to out_dir/model.pt.
+    """Train a NoteLSTM on (N, 7) event arrays; the best checkpoint goes to out_dir/model.pt.
 
     Under torchrun, call it in every rank with the same arguments: the process group is set up
     and torn down here.

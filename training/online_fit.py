@@ -55,7 +55,7 @@ def network_probs(ck: Checkpoint, events: np.ndarray) -> np.ndarray:
     with torch.no_grad():
         tokens = torch.from_numpy(ck.encoding.encode(events))[None]
         hidden, _ = model(tokens)
-        logp = torch.log_softmax(model.pitch_logits(hidden[0, :-1]).double(), dim=-1)
+        logp = torch.log_softmax(model.pitch_logits(hidden[0, :-1], tokens[0, 1:, 4]).double(), dim=-1)
         truth = tokens[0, 1:, 0]
         return logp.gather(1, truth[:, None])[:, 0].exp().numpy()
 
@@ -198,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
 
         parts = splits(ck.meta)
         corpus = None if args.no_corpus else corpus_markov(parts["train"])
-        stats = collect(ck, [p.events for p in parts["val"]], corpus)
+        # the online blend serves the lead's next note (an accompaniment note is the network's alone): fit it on lead-only pieces
+        stats = collect(ck, [p.events for p in parts["val"] if not (p.events[:, 4] > 0.5).any()], corpus)
         net_nll = float(-np.log(np.maximum(stats.net, 1e-300)).mean())
         wb = blend_nll(stats, OnlineConfig(kind="blend", interval=not args.no_interval))
         config = fit_blend(stats, interval=not args.no_interval, use_corpus=corpus is not None)

@@ -23,19 +23,20 @@ DEFAULT_VELOCITY = 80  # scores rarely carry dynamics
 
 @dataclass(frozen=True, eq=False)
 class Piece:
-    """One piece: `events` is (N, 5) float32 in model.events.COLUMNS order, onset then pitch.
+    """One piece: `events` is (N, 7) float32 in model.events.COLUMNS order (onset, role, pitch).
 
-    Pieces converted from scores also keep their metrical time, so training can re-time them
-    at another tempo: `onset_q` and `duration_q` in quarter notes, `qpm` the tempo (quarter
-    notes per minute) in force at each onset. MIDI files leave these None.
+    `group` is what the train/val/test split hashes: the two versions made of one score (its
+    parts as lead + accompaniment, and the whole texture as the lead) share it, so they always
+    land on the same side. `qpm` is the tempo (quarter notes per minute) where the source gave
+    one, for writing the piece back as MIDI at its tempo.
     """
 
     id: str
     source: str
     events: np.ndarray
-    onset_q: np.ndarray | None = None
-    duration_q: np.ndarray | None = None
-    qpm: np.ndarray | None = None
+    group: str = ""
+    qpm: float = 0.0
+    beat_q: float = 1.0  # the metre's beat in quarter notes (1.5 in 6/8): how to write it back as MIDI
 
     def __len__(self) -> int:
         return int(self.events.shape[0])
@@ -44,48 +45,62 @@ class Piece:
     def pitches(self) -> np.ndarray:
         return self.events[:, COLUMNS.index("pitch")].astype(np.int64)
 
+    @property
+    def split_key(self) -> str:
+        return self.group or self.id
+
 
 def events_from_notes(
-    onset_s: Sequence[float] | np.ndarray,
+    onset: Sequence[float] | np.ndarray,
     pitch: Sequence[int] | np.ndarray,
-    duration_s: Sequence[float] | np.ndarray,
+    duration: Sequence[float] | np.ndarray,
     velocity: Sequence[int] | np.ndarray | None = None,
-    role: Role = Role.PLAYER,
+    role: Sequence[int] | np.ndarray | int = Role.PLAYER,
+    pos: Sequence[float] | np.ndarray | None = None,
+    bar: Sequence[float] | np.ndarray | float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(N, 5) float32 events from absolute notes, and the index of the notes kept, in event order.
+    """(N, 7) float32 events from absolute notes (onsets and durations in beats), and the index
+    of the notes kept, in event order.
 
-    Ordered by onset then pitch; the same pitch struck twice at the same onset (a unison
-    doubled by two voices or channels) is one note, the longer one, since one key cannot
-    sound twice at once.
+    Ordered by onset, then role (the lead first: an accompaniment note struck with the player's
+    is chosen knowing it, as the daemon does when it answers a key), then pitch (a chord from
+    the bottom). The same pitch struck twice in one part at one onset (a unison doubled by two
+    voices or channels) is one note, the longer one, since one key cannot sound twice at once.
+    `pos` defaults to the onset itself (its fraction is the place in the beat), `bar` to unknown.
     """
-    onset = np.asarray(onset_s, dtype=np.float64).reshape(-1)
+    on = np.asarray(onset, dtype=np.float64).reshape(-1)
     pit = np.asarray(pitch, dtype=np.int64).reshape(-1)
-    dur = np.maximum(np.asarray(duration_s, dtype=np.float64).reshape(-1), 0.0)
-    vel = np.full(onset.shape, DEFAULT_VELOCITY, np.int64) if velocity is None else np.asarray(velocity, np.int64).reshape(-1)
-    if not (onset.shape == pit.shape == dur.shape == vel.shape):
-        raise ValueError("onset, pitch, duration and velocity must have the same length")
-    # onset, pitch, longest first: the first of each (onset, pitch) group is the one kept
-    order = np.lexsort((-dur, pit, onset))
-    onset, pit, dur, vel = onset[order], pit[order], dur[order], vel[order]
-    keep = np.ones(onset.shape, dtype=bool)
-    if onset.size > 1:
-        keep[1:] = (onset[1:] != onset[:-1]) | (pit[1:] != pit[:-1])
-    onset, pit, dur, vel, order = onset[keep], pit[keep], dur[keep], vel[keep], order[keep]
-    step = np.diff(onset, prepend=onset[:1]) if onset.size else onset
-    out = np.empty((onset.size, len(COLUMNS)), dtype=np.float32)
+    dur = np.maximum(np.asarray(duration, dtype=np.float64).reshape(-1), 0.0)
+    vel = np.full(on.shape, DEFAULT_VELOCITY, np.int64) if velocity is None else np.asarray(velocity, np.int64).reshape(-1)
+    rol = np.broadcast_to(np.asarray(role, dtype=np.int64), on.shape).copy()
+    ps = on.copy() if pos is None else np.asarray(pos, dtype=np.float64).reshape(-1)
+    br = np.broadcast_to(np.asarray(bar, dtype=np.float64), on.shape).copy()
+    if not (on.shape == pit.shape == dur.shape == vel.shape == ps.shape):
+        raise ValueError("onset, pitch, duration, velocity and pos must have the same length")
+    # onset, role, pitch, longest first: the first of each (onset, role, pitch) group is the one kept
+    order = np.lexsort((-dur, pit, rol, on))
+    on, pit, dur, vel, rol, ps, br = (x[order] for x in (on, pit, dur, vel, rol, ps, br))
+    keep = np.ones(on.shape, dtype=bool)
+    if on.size > 1:
+        keep[1:] = (on[1:] != on[:-1]) | (pit[1:] != pit[:-1]) | (rol[1:] != rol[:-1])
+    on, pit, dur, vel, rol, ps, br, order = (x[keep] for x in (on, pit, dur, vel, rol, ps, br, order))
+    step = np.diff(on, prepend=on[:1]) if on.size else on
+    out = np.empty((on.size, len(COLUMNS)), dtype=np.float32)
     out[:, 0] = pit
     out[:, 1] = np.maximum(step, 0.0)
     out[:, 2] = dur
     out[:, 3] = np.clip(vel, 1, 127)
-    out[:, 4] = int(role)
+    out[:, 4] = rol
+    out[:, 5] = ps
+    out[:, 6] = br
     return out, order
 
 
 def content_key(piece: Piece) -> bytes:
-    """What makes two pieces the same music: pitches, and timing to the millisecond."""
+    """What makes two pieces the same music: pitches, parts, and timing on a fine beat grid."""
     ev = piece.events
-    ms = np.round(ev[:, 1:3].astype(np.float64) * 1000.0).astype(np.int64)
-    return hashlib.sha256(ev[:, 0].astype(np.int16).tobytes() + ms.tobytes()).digest()
+    grid = np.round(ev[:, 1:3].astype(np.float64) * 48.0).astype(np.int64)  # timing to 1/48 beat
+    return hashlib.sha256(ev[:, 0].astype(np.int16).tobytes() + grid.tobytes() + ev[:, 4].astype(np.int8).tobytes()).digest()
 
 
 def dedupe(pieces: Iterable[Piece]) -> list[Piece]:
@@ -117,5 +132,5 @@ def split(pieces: Iterable[Piece], val: float = 0.05, test: float = 0.05) -> dic
         raise ValueError(f"val and test fractions must be >= 0 and sum below 1, got val={val} test={test}")
     out: dict[str, list[Piece]] = {"train": [], "val": [], "test": []}
     for p in pieces:
-        out[split_of(p.id, val, test)].append(p)
+        out[split_of(p.split_key, val, test)].append(p)
     return out

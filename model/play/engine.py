@@ -1,30 +1,37 @@
-"""The engine: the player's notes in, ripieno's notes out, one model stream for the whole session.
+"""The engine: the player's notes in, ripieno's notes out, on the player's beat, one model stream for the session.
 
 Clock-free and I/O-free: every method gets the time it happens at (real-time: `time.monotonic`,
 offline: a virtual clock), notes leave through an `Output` (the scheduler's shell), and the
-caller wakes the engine at `next_wakeup()`. So `ripieno run` and `ripieno continue` run the
-very same code.
+caller wakes the engine at `next_wakeup()`. So `ripieno run`, `ripieno continue` and
+`ripieno-train eval` run the very same code.
 
-How the stream sees the conversation (one model step per note, never re-reading history):
-- A player's note is observed at its note-on, with the duration it will probably have (the
-  median of the player's recent held times): waiting for the release would make accompaniment
-  impossible and answers late. Its step is the time since the previous observed onset.
-- A ripieno note is observed when it is planned, `LOOKAHEAD_S` before it sounds, with the
-  timing it will really have (after tempo scaling and limits). Planning one note at a time that
-  close to its onset keeps each loop callback to one model step, and if the player interrupts,
-  at most the notes inside the lookahead were observed without sounding.
-- Planned ripieno notes lie slightly in the future, so a player's note arriving meanwhile can
-  have a step below zero; it is observed with step 0 (the onsets are that close anyway).
+Time: the model thinks in beats, the engine in seconds; a `Tempo` source (the player's own beat,
+tracked from their onsets, or a MIDI clock, or Link) converts. A player's note is observed at
+its note-on with its place on that beat (step since the last observed onset, position in the
+beat and bar) and the duration it will probably have (the median of the player's recent held
+times): waiting for the release would make accompaniment impossible and answers late.
 
-Modes: `call` answers once the player rested `silence_s` with about the phrase's length
-(at most `answer_s`), at the player's pulse and dynamics, and stops the moment a key goes down;
-`accompany` plays along on the player's pulse grid while notes keep coming and stops
-`follow` seconds after the last one; `off` (or disabled) only listens.
+Modes:
+- `call`: once the player rested `silence_s`, an answer of about the phrase's length (at most
+  `answer_s`) enters on the next beat (the next bar line, where the bar is known and near) and
+  every later note sits where the model's beat-relative steps put it on the tracked grid. A
+  ripieno note is planned (sampled and observed) a short lookahead before it sounds; a grid
+  point that has already passed is never played late: the next sixteenth is taken. The answer
+  continues the lead (role PLAYER), in the player's register, and stops the moment a key goes
+  down.
+- `accompany`: a supporting part under the player (role RIPIENO), struck with the player's own
+  onsets, so it is on their grid by construction and knows the notes it sounds against: `bass`
+  (one low note on each beat the player plays on), `chords` (two or three notes there), `voice`
+  (a counter-voice note with every player onset). Its pitches come from the model's
+  accompaniment readout, kept in register below the melody and, where possible, consonant
+  with every player note sounding then (`harmony.consonant_with`).
+- `off` (or disabled) only listens.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import statistics
 import time
 from collections import deque
@@ -34,21 +41,32 @@ from typing import Any, Protocol
 import numpy as np
 
 from ripieno.model.events import DRUM_CHANNEL, NoteEvent, Role
+from ripieno.model.harmony import CONSONANT
 
 from .keys import Control, Event, KeyDown, KeyUp
-from .player import CHORD_S, SUSTAIN_CC, Player
+from .player import SUSTAIN_CC, Player
 from .tempo import Tempo
 
 log = logging.getLogger(__name__)
 
-LOOKAHEAD_S = 0.03  # plan each ripieno note this long before it sounds
+LOOKAHEAD_BEATS = 0.0625  # plan each ripieno note this long before it sounds (a 64th note)...
+LOOKAHEAD_S = (0.02, 0.05)  # ...within these bounds in seconds
+DEFAULT_PERIOD = 0.6  # seconds per beat before the tempo source knows better (100 bpm)
+CATCH_UP = 0.25  # a grid point already past moves on to the next sixteenth
 MIN_ANSWER_S = 0.5  # a one-note phrase still gets a short answer
 TAIL_S = 0.4  # notes may ring this long past the end of an answer
+MIN_NOTE_S = 0.05  # no shorter note leaves ripieno (a shorter one is a click on most synths)
 OBSERVE_PER_S = 100  # player notes per second the stream takes in; a smash beyond is counted, not stepped
 MAX_PLANS_PER_WAKE = 16  # model steps per poll() before yielding (the real-time shell asks for 1)
-ACCOMPANY_VELOCITY = 0.85  # a second voice sits a little under the player
+ACCOMPANY_VELOCITY = 0.85  # a supporting part sits a little under the player
+ON_BEAT = 0.2  # a player onset within this many beats of a beat is on it (bass, chords strike there)
+ACCOMPANY_STYLES = ("bass", "chords", "voice")
+STRIKE = {"bass": 1, "chords": 3, "voice": 1}  # notes per strike
+REGISTER_WIDEN = 7  # ripieno stays within the player's recent range widened by a fifth each side
+DISSONANT_WEIGHT = 0.01  # a pitch that clashes with a sounding player note keeps this share of its probability
 HELD_MAX_S = 30.0  # a key "held" this long with nothing else happening lost its note-off somewhere
 FLOOD_MEMORY_S = 10.0  # held keys are not trusted this long after a smash (its tail may still trickle in)
+BAR_ENTRY_BEATS = 1.0  # call mode enters on the bar line when it is at most this far after the next beat
 
 
 class Settings(Protocol):
@@ -65,9 +83,10 @@ class Settings(Protocol):
 
 
 class StreamLike(Protocol):
-    def observe(self, event: NoteEvent) -> Any: ...
+    def observe(self, event: NoteEvent, learn: bool | None = None) -> Any: ...
 
-    def sample(self, temperature: float, rng: np.random.Generator, top_p: float | None = None, low: int = 0, high: int = 127) -> NoteEvent: ...
+    def sample(self, temperature: float, rng: np.random.Generator, top_p: float | None = None, low: int = 0, high: int = 127,
+               pitch_weights: np.ndarray | None = None, role: Role = Role.PLAYER) -> NoteEvent: ...
 
     def reset(self) -> None: ...
 
@@ -102,24 +121,16 @@ class _Counters:
 
 @dataclass
 class Plan:
-    """An answer (call) or a run of accompaniment being planned note by note."""
+    """A call-mode answer being planned note by note, in beats of the tempo source."""
 
-    start: float
-    end: float  # no onset at or after this
-    cursor: float  # onset of the last planned note (the start before the first)
+    start: float  # beat of the first note
+    end: float  # no onset at or after this beat
+    cursor: float  # beat of the last planned note (the start before the first)
     first: bool = True
-    waiting: bool = False  # sampled past the end: nothing to do until the end moves or comes
 
 
 def clamp(x: float, lo: float, hi: float) -> float:
     return lo if x < lo else hi if x > hi else x
-
-
-def tempo_scale(player_ioi: float | None, model_steps: list[float]) -> float:
-    """Factor that brings the model's beat to the player's: their median beat over the model's, 0.5-2."""
-    if player_ioi is None or len(model_steps) < 4:
-        return 1.0
-    return clamp(player_ioi / statistics.median(model_steps), 0.5, 2.0)
 
 
 def scaled_velocity(model_velocity: int, model_mean: float, player_mean: float, factor: float = 1.0) -> int:
@@ -127,13 +138,17 @@ def scaled_velocity(model_velocity: int, model_mean: float, player_mean: float, 
     return int(clamp(round(model_velocity * player_mean / max(model_mean, 1.0) * factor), 1, 127))
 
 
-def snap(t: float, anchor: float, grid: float, earliest: float) -> float:
-    """t moved to the nearest point of the grid through anchor, never before earliest."""
-    k = round((t - anchor) / grid)
-    s = anchor + k * grid
-    while s < earliest:
-        s += grid
-    return s
+def harmony_weights(sounding: list[int], low: int, high: int) -> np.ndarray:
+    """(128,) weights: 1 for pitches consonant with every sounding pitch, DISSONANT_WEIGHT for the rest."""
+    w = np.full(128, DISSONANT_WEIGHT)
+    pcs = np.arange(128)
+    ok = np.ones(128, dtype=bool)
+    for q in sounding:
+        ok &= np.isin(np.abs(pcs - q) % 12, tuple(CONSONANT))
+    w[ok] = 1.0
+    w[:low] = 0.0
+    w[high + 1 :] = 0.0
+    return w
 
 
 class Engine:
@@ -148,7 +163,10 @@ class Engine:
         answer_len: float | None = None,
         plans_per_wake: int = MAX_PLANS_PER_WAKE,
         tempo: Tempo | None = None,
+        accompany: str = "bass",
     ) -> None:
+        if accompany not in ACCOMPANY_STYLES:
+            raise ValueError(f"accompany must be one of {', '.join(ACCOMPANY_STYLES)}, got {accompany!r}")
         self.cfg = cfg
         self.stream = stream
         self.output = output
@@ -158,18 +176,26 @@ class Engine:
         self.enabled = True
         self.temperature = cfg.temperature
         self.silence_s = cfg.silence_s
+        self.accompany = accompany
         self.answer_len = answer_len  # `continue --seconds`: every answer this long instead of the phrase's
         self.events_left = max_events  # `continue --events`: total ripieno notes, None = unbounded
         self.plans_per_wake = plans_per_wake
-        self.tempo = tempo  # where the beat is (None: the player's onsets, tracked here)
+        if tempo is None:
+            from .beat import BeatTracker
+
+            tempo = BeatTracker()
+        self.tempo: Tempo = tempo
         self.player = Player()
         self.plan: Plan | None = None
-        self.last_onset: float | None = None  # onset of the last event the stream observed
-        self.model_steps: deque[float] = deque(maxlen=32)
+        self.last_beat: float | None = None  # beat of the last event the stream observed
+        self.first_onset: float | None = None  # the first player onset (the beat axis before the source knows one)
         self.model_velocities: deque[int] = deque(maxlen=32)
         self.recent_out: deque[float] = deque()  # ripieno onsets of the last second (rate limit)
         self.recent_in: deque[float] = deque()  # observed player onsets of the last second
         self.flood_at: float | None = None  # last note beyond OBSERVE_PER_S (a smash)
+        self.held: dict[int, float] = {}  # the player's sounding keys: pitch -> onset
+        self.ours: list[tuple[float, float, int]] = []  # ripieno's planned notes (on, off, pitch), pruned
+        self.struck_beat: float | None = None  # the beat an accompaniment last struck on
 
     # ---------------------------------------------------------------------------------- control
 
@@ -182,6 +208,7 @@ class Engine:
         if mode != self.mode or enabled != self.enabled:
             self.output.panic()
             self.plan = None
+            self.ours.clear()
             self.player.close_phrase()
             log.info("mode %s, %s", mode, "enabled" if enabled else "disabled")
         self.mode, self.enabled = mode, enabled
@@ -190,6 +217,7 @@ class Engine:
     def panic(self) -> None:
         self.output.panic()
         self.plan = None
+        self.ours.clear()
         self.player.close_phrase()
 
     def reset(self) -> None:
@@ -197,16 +225,16 @@ class Engine:
         self.panic()
         self.stream.reset()
         self.player = Player()
-        self.last_onset = None
-        self.model_steps.clear()
+        self.last_beat = None
         self.model_velocities.clear()
 
     def swap_stream(self, stream: StreamLike) -> None:
         """A newly loaded model takes over (with a fresh state: it never heard this session)."""
         self.output.cut()
         self.plan = None
+        self.ours.clear()
         self.stream = stream
-        self.last_onset = None
+        self.last_beat = None
 
     def output_lost(self) -> None:
         self.panic()
@@ -215,6 +243,35 @@ class Engine:
         for up in ups:
             self.player.key_up(up.t, up.held_s)
         self.player.release_all()
+        self.held.clear()
+
+    # ------------------------------------------------------------------------------------- time
+
+    @property
+    def period(self) -> float:
+        bpm = self.tempo.tempo_bpm
+        return 60.0 / bpm if bpm else DEFAULT_PERIOD
+
+    def beat_at(self, t: float) -> float:
+        """The beat position of t: the tempo source's, or a default pulse from the first onset until it knows one."""
+        b = self.tempo.beat_at(t)
+        if b is not None:
+            return b
+        return (t - (self.first_onset if self.first_onset is not None else t)) / DEFAULT_PERIOD
+
+    def time_at(self, beat: float) -> float:
+        if self.tempo.beat_at(0.0) is not None:
+            return self.tempo.time_at(beat)
+        return (self.first_onset or 0.0) + beat * DEFAULT_PERIOD
+
+    def _place(self, beat: float) -> tuple[float, float]:
+        """(pos, bar) of a beat for the model: the position in the bar when bars are known, else the beat itself."""
+        bar = self.tempo.bar_beats
+        start = self.tempo.bar_start(beat) if bar > 0 else None
+        return (beat - start, float(bar)) if start is not None else (beat, 0.0)
+
+    def _lookahead(self) -> float:
+        return clamp(LOOKAHEAD_BEATS * self.period, *LOOKAHEAD_S)
 
     # ------------------------------------------------------------------------------------ input
 
@@ -223,6 +280,7 @@ class Engine:
             self.key_down(ev)
         elif isinstance(ev, KeyUp):
             self.player.key_up(ev.t, ev.held_s)
+            self.held.pop(ev.pitch, None)
         elif isinstance(ev, Control):
             if ev.number == SUSTAIN_CC and ev.channel != DRUM_CHANNEL:
                 self.player.pedal(ev.t, ev.value)
@@ -232,25 +290,72 @@ class Engine:
         if self.mode == "call":
             self.output.cut()  # the player speaks: ripieno stops at once (ringing tails too) and listens
             self.plan = None
-        self.player.key_down(ev.t, ev.velocity)
+            self.ours.clear()
+        if self.first_onset is None:
+            self.first_onset = ev.t
+        self.tempo.onset(ev.t, ev.velocity)
+        self.player.key_down(ev.t, ev.velocity, ev.pitch)
+        self.held[ev.pitch] = ev.t
         self.stats.notes_in += 1
         if self._admit(self.recent_in, ev.t, OBSERVE_PER_S):
-            self._observe(NoteEvent(ev.pitch, self._step_to(ev.t), self.player.duration(), ev.velocity, Role.PLAYER), ev.t)
+            beat = self.beat_at(ev.t)
+            pos, bar = self._place(beat)
+            duration = self.player.duration() / self.period
+            self._observe(NoteEvent(ev.pitch, self._step_to(beat), duration, ev.velocity, Role.PLAYER, pos, bar), beat, learn=True)
+            if self.active and self.mode == "accompany":
+                self._accompany(ev.t, beat)
         else:
             self.stats.dropped += 1
             self.flood_at = ev.t
-        if self.active and self.mode == "accompany":
-            self._follow(ev.t)
 
-    def _follow(self, t: float) -> None:
-        """Accompaniment keeps going while the player does, and stops `follow` s after the last note."""
-        follow = clamp(2.0 * self.player.ioi(), 0.5, 2.0)
-        if self.plan is None:
-            start = t + LOOKAHEAD_S
-            self.plan = Plan(start=start, end=t + follow, cursor=start)
-        else:
-            self.plan.end = max(self.plan.end, t + follow)
-            self.plan.waiting = False
+    # ----------------------------------------------------------------------------- accompaniment
+
+    def _accompany(self, t: float, beat: float) -> None:
+        """Strike the supporting part with this player onset, when the style plays here."""
+        if self.tempo.beat_at(t) is None:
+            return  # no beat yet: a part that does not know where the beat is would only guess
+        nearest = round(beat)
+        on_beat = abs(beat - nearest) <= ON_BEAT
+        if self.accompany != "voice":
+            if not on_beat or self.struck_beat == nearest:
+                return
+        self.struck_beat = nearest if on_beat else self.struck_beat
+        top = max(self.held) if self.held else self.player.last_pitch
+        low, high = self._range()
+        high = min(high, (top if top is not None else high) - 1)  # under the melody
+        if high < low:
+            return
+        sounding = sorted(self.held)
+        for _ in range(STRIKE[self.accompany]):
+            if not self._strike(t, beat, low, high, sounding):
+                break
+
+    def _strike(self, t: float, beat: float, low: int, high: int, sounding: list[int]) -> bool:
+        """One accompaniment note at t (now): sampled, observed, sent. False when nothing fits."""
+        if self.events_left is not None and self.events_left <= 0:
+            return False
+        mine = self._ours_at(t)
+        if len(mine) >= self.cfg.max_polyphony:
+            return False
+        weights = harmony_weights(sounding, low, high)
+        for p in mine:
+            weights[p] = 0.0  # never strike a pitch ripieno already sounds
+        if not weights.any():
+            return False
+        t0 = time.perf_counter()
+        ev = self.stream.sample(self.temperature, self.rng, low=low, high=high, pitch_weights=weights, role=Role.RIPIENO)
+        self.stats.add_step((time.perf_counter() - t0) * 1e6)
+        if weights[ev.pitch] <= 0.0:
+            return False
+        self.model_velocities.append(ev.velocity)
+        # the part holds at least to the next beat (a bass that rings), at most two beats
+        dur_beats = clamp(ev.duration, max(1.0 - (beat - math.floor(beat)), 0.5), 2.0)
+        duration = max(dur_beats * self.period, MIN_NOTE_S)
+        velocity = scaled_velocity(ev.velocity, statistics.fmean(self.model_velocities), self.player.velocity(), ACCOMPANY_VELOCITY)
+        self._send(t, t + duration, ev.pitch, velocity)
+        pos, bar = self._place(beat)
+        self._observe(NoteEvent(ev.pitch, self._step_to(beat), dur_beats, velocity, Role.RIPIENO, pos, bar), beat, learn=False)
+        return True
 
     # ----------------------------------------------------------------------------------- timing
 
@@ -269,102 +374,131 @@ class Engine:
         if t is not None and now >= t:
             log.debug("%d held keys without note-off: counted as released", self.player.held)
             self.player.release_all()
+            self.held.clear()
             self.player.last_release = now
 
     def next_wakeup(self) -> float | None:
         """When `poll` has something to do next (None: only input can change anything)."""
-        if not self.active:
+        if not self.active or self.mode != "call":
             return None
-        if self.mode == "call" and self.plan is None and self.player.held:
+        if self.plan is None and self.player.held:
             return self._stale_at()
         if self.plan is not None:
-            if self.plan.waiting:
-                return self.plan.end
-            return min(self.plan.end, self.plan.cursor - LOOKAHEAD_S)
-        if self.mode == "call" and self.player.phrase_start is not None:
+            return min(self.time_at(self.plan.end), self.time_at(self.plan.cursor) - self._lookahead())
+        if self.player.phrase_start is not None:
             rest = self.player.rested_since()
             if rest is not None:
                 return rest + self.silence_s
         return None
 
     def poll(self, now: float) -> None:
-        if not self.active:
+        if not self.active or self.mode != "call":
             return
-        if self.mode == "call" and self.plan is None:
+        if self.plan is None:
             self._expire_stale(now)
             rest = self.player.rested_since()
             if self.player.phrase_start is not None and rest is not None and now >= rest + self.silence_s:
-                length = self.answer_len or clamp(self.player.phrase_length(), MIN_ANSWER_S, self.cfg.answer_s)
-                start = now + LOOKAHEAD_S
-                self.plan = Plan(start=start, end=start + length, cursor=start)
-                self.player.close_phrase()
-                log.debug("answering for %.2f s", length)
+                self._begin_answer(now)
         if self.plan is not None:
             self._fill(now)
-            if self.plan is not None and now >= self.plan.end:
+            if self.plan is not None and now >= self.time_at(self.plan.end):
                 self.plan = None
+
+    def _begin_answer(self, now: float) -> None:
+        """The answer enters on the next beat (or the bar line just after it) and lasts about the phrase."""
+        length = self.answer_len or clamp(self.player.phrase_length(), MIN_ANSWER_S, self.cfg.answer_s)
+        start = math.ceil(self.beat_at(now + self._lookahead()) - 1e-6)
+        bar = self.tempo.bar_beats
+        if bar > 0:
+            line = self.tempo.bar_start(start)
+            if line is not None and line < start:
+                line += bar
+            if line is not None and line - start <= BAR_ENTRY_BEATS:
+                start = line
+        self.plan = Plan(start=start, end=start + length / self.period, cursor=start)
+        self.player.close_phrase()
+        log.debug("answering for %.2f s from beat %.2f", length, start)
 
     def _fill(self, now: float) -> None:
         plan = self.plan
         assert plan is not None
         for _ in range(self.plans_per_wake):
-            if plan.waiting or plan.cursor - LOOKAHEAD_S > now:
+            if self.time_at(plan.cursor) - self._lookahead() > now:
                 return
             if self.events_left is not None and self.events_left <= 0:
                 self.plan = None
                 return
             if not self._plan_one(plan, now):
-                plan.waiting = True
-                if self.mode == "call":
-                    self.plan = None
+                self.plan = None
                 return
 
     def _plan_one(self, plan: Plan, now: float) -> bool:
-        """Sample one note and schedule it; False when it would start past the plan's end."""
+        """Sample the answer's next note and schedule it on the grid; False when it would start past the end."""
+        low, high = self._range()
         t0 = time.perf_counter()
-        ev = self.stream.sample(self.temperature, self.rng, low=self.cfg.low_pitch, high=self.cfg.high_pitch)
+        weights = None
+        sounding = self._ours_at(self.time_at(plan.cursor))
+        if sounding:
+            weights = np.ones(128)
+            weights[sounding] = 0.0  # never strike a pitch ripieno still sounds (a doubled note is a click)
+        ev = self.stream.sample(self.temperature, self.rng, low=low, high=high, pitch_weights=weights, role=Role.PLAYER)
         self.stats.add_step((time.perf_counter() - t0) * 1e6)
-        if ev.step >= CHORD_S:
-            self.model_steps.append(ev.step)
         self.model_velocities.append(ev.velocity)
-        scale = tempo_scale(self.player.ioi() if self.player.iois else None, list(self.model_steps))
-        earliest = now + LOOKAHEAD_S / 2
-        if plan.first:
-            onset = max(plan.start, earliest)
-        else:
-            onset = max(plan.cursor + ev.step * scale, earliest)
-        accompany = self.mode == "accompany"
-        if accompany and self.player.last_onset is not None:
-            onset = snap(onset, self.player.last_onset, self.player.ioi() / 2, earliest)
-        onset = max(onset, self._rate_ok(onset))
-        if onset >= plan.end:
+        beat = plan.start if plan.first else plan.cursor + ev.step
+        earliest = self.beat_at(now + self._lookahead() / 2)
+        if beat < earliest:  # never late: the next sixteenth that can still be played on time
+            beat = math.ceil(earliest / CATCH_UP - 1e-9) * CATCH_UP
+        onset = self.time_at(beat)
+        allowed = self._rate_ok(onset)
+        if allowed > onset:  # over max_notes_per_s: the next sixteenth it allows, still on the grid
+            beat = math.ceil(self.beat_at(allowed) / CATCH_UP - 1e-9) * CATCH_UP
+            onset = self.time_at(beat)
+        if onset >= self.time_at(plan.end):
             return False
-        duration = clamp(ev.duration * scale, 0.05, 4.0)
-        off = min(onset + duration, plan.end + TAIL_S)
-        velocity = scaled_velocity(
-            ev.velocity, statistics.fmean(self.model_velocities), self.player.velocity(), ACCOMPANY_VELOCITY if accompany else 1.0
-        )
-        self.output.note(onset, off, ev.pitch, velocity)
-        played = NoteEvent(ev.pitch, self._step_to(onset), off - onset, velocity, Role.RIPIENO)
-        self._observe(played, onset)
-        self.recent_out.append(onset)
-        self.stats.notes_out += 1
-        if self.events_left is not None:
-            self.events_left -= 1
-        plan.cursor = onset
+        if self.ours and ev.step == 0 and len(self._ours_at(onset)) >= self.cfg.max_polyphony:
+            plan.cursor, plan.first = beat, False  # a chord at its limit: the note is not planned
+            return True
+        duration = clamp(ev.duration * self.period, MIN_NOTE_S, 4.0)
+        off = min(onset + duration, self.time_at(plan.end) + TAIL_S)
+        velocity = scaled_velocity(ev.velocity, statistics.fmean(self.model_velocities), self.player.velocity())
+        self._send(onset, max(off, onset + MIN_NOTE_S), ev.pitch, velocity)
+        pos, bar = self._place(beat)
+        self._observe(NoteEvent(ev.pitch, self._step_to(beat), (off - onset) / self.period, velocity, Role.PLAYER, pos, bar), beat, learn=False)
+        plan.cursor = beat
         plan.first = False
         return True
 
     # ---------------------------------------------------------------------------------- helpers
 
-    def _step_to(self, t: float) -> float:
-        return 0.0 if self.last_onset is None else max(0.0, t - self.last_onset)
+    def _range(self) -> tuple[int, int]:
+        """ripieno's pitch range now: the config's, narrowed to the player's recent range widened by a fifth."""
+        lo, hi = self.cfg.low_pitch, self.cfg.high_pitch
+        if self.player.pitches:
+            lo = max(lo, min(self.player.pitches) - REGISTER_WIDEN)
+            hi = min(hi, max(self.player.pitches) + REGISTER_WIDEN)
+        return (lo, hi) if lo <= hi else (self.cfg.low_pitch, self.cfg.high_pitch)
 
-    def _observe(self, ev: NoteEvent, onset: float) -> None:
+    def _send(self, on: float, off: float, pitch: int, velocity: int) -> None:
+        self.output.note(on, off, pitch, velocity)
+        self.ours.append((on, off, pitch))
+        self.recent_out.append(on)
+        self.stats.notes_out += 1
+        if self.events_left is not None:
+            self.events_left -= 1
+
+    def _ours_at(self, t: float) -> list[int]:
+        """ripieno's pitches sounding (or planned to sound) at t."""
+        self.ours = [n for n in self.ours if n[1] > t - 10.0]
+        return [p for on, off, p in self.ours if on <= t < off]
+
+    def _step_to(self, beat: float) -> float:
+        return 0.0 if self.last_beat is None else max(0.0, beat - self.last_beat)
+
+    def _observe(self, ev: NoteEvent, beat: float, learn: bool) -> None:
         t0 = time.perf_counter()
-        self.stream.observe(ev)
+        self.stream.observe(ev, learn=learn)
         self.stats.add_step((time.perf_counter() - t0) * 1e6)
-        self.last_onset = onset if self.last_onset is None else max(self.last_onset, onset)
+        self.last_beat = beat if self.last_beat is None else max(self.last_beat, beat)
 
     def _rate_ok(self, t: float) -> float:
         """Earliest time at or after t when one more ripieno note keeps within max_notes_per_s."""

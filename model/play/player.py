@@ -33,13 +33,18 @@ class Player:
         self.last_event: float | None = None  # last press or release
         self.pedal_down = False
         self.pedal_up_at: float | None = None  # when the sustain pedal was last lifted
+        self.pitches: deque[int] = deque(maxlen=2 * WINDOW)  # recent pitches: the player's register
+        self.last_pitch: int | None = None
 
-    def key_down(self, t: float, velocity: int) -> None:
+    def key_down(self, t: float, velocity: int, pitch: int | None = None) -> None:
         if self.last_onset is not None and CHORD_S <= t - self.last_onset <= 2.0:
             self.iois.append(t - self.last_onset)
         if self.last_onset is None or t - self.last_onset >= CHORD_S:
             self.last_onset = t
         self.velocities.append(velocity)
+        if pitch is not None:
+            self.pitches.append(pitch)
+            self.last_pitch = pitch
         self.held += 1
         self.last_event = t
         if self.phrase_start is None:
