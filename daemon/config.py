@@ -15,6 +15,7 @@ from typing import Any, Literal, get_args, get_origin
 
 Api = Literal["auto", "alsa", "jack"]
 Mode = Literal["call", "accompany", "off"]
+Accompany = Literal["bass", "chords", "voice"]
 TempoSource = Literal["player", "midi_clock", "link"]
 
 
@@ -73,6 +74,7 @@ class EngineConfig:
     max_polyphony: int = _field(6, "most notes ripieno holds at once", 1, 64)
     low_pitch: int = _field(21, "lowest pitch ripieno plays", 0, 127)
     high_pitch: int = _field(108, "highest pitch ripieno plays", 0, 127)
+    accompany: Accompany = _field("bass", "accompany mode's part: bass | chords | voice")
 
 
 @dataclass(frozen=True)

@@ -5,11 +5,14 @@ streamed one event at a time through the model's `Stream` (online adaptation inc
 between files), exactly as the daemon would. The baselines score the very same notes:
 
 - pitch_nll: mean negative log-likelihood of the true pitch, nats per predicted note (micro-
-  averaged over all files); pitch_acc: how often the most probable pitch was the true one.
+  averaged over all files), from the distribution for the true note's part (the lead's, or the
+  accompaniment's where a file has parts); pitch_acc: how often the most probable pitch was the
+  true one. step_nll: the timing head's NLL of the true step bin (beats), given the true pitch.
 - jsd_pitch / jsd_step / jsd_duration: each file of at least 4 notes is continued from its
   first half by sampling (temperature, seeded rng; the stream forked at the half-way point, the
   sampled notes observed as ripieno's own); the histograms of all continuations are compared
-  with those of the true second halves they replace (JSD in bits, see metrics.py).
+  with those of the true second halves they replace (JSD in bits, see metrics.py; step and
+  duration over the encoding's beat bins).
 - baseline_unigram_nll, baseline_markov_nll: markov.py's baselines trained on the model's
   training split.
 
@@ -37,6 +40,7 @@ from typing import Any, Protocol
 import numpy as np
 from tqdm import tqdm
 
+from ripieno.model.encoding import BEAT_VALUES, Encoding
 from ripieno.model.events import NoteEvent, array_to_events
 from ripieno.training import metrics
 from ripieno.training.markov import Baselines
@@ -44,7 +48,7 @@ from ripieno.training.pieces import Piece, dedupe, split
 
 log = logging.getLogger(__name__)
 
-KEYS = ("files", "events", "pitch_nll", "pitch_acc", "jsd_pitch", "jsd_step", "jsd_duration", "baseline_unigram_nll", "baseline_markov_nll")
+KEYS = ("files", "events", "pitch_nll", "pitch_acc", "step_nll", "jsd_pitch", "jsd_step", "jsd_duration", "baseline_unigram_nll", "baseline_markov_nll")
 MIN_CONTINUE = 4  # notes a file needs to be continued from its first half
 
 
@@ -53,10 +57,11 @@ class EvalError(Exception):
 
 
 class StreamLike(Protocol):
-    def observe(self, event: NoteEvent) -> None: ...
-    def predict(self) -> Any: ...  # .pitch_probs (128,)
+    def predict(self, role: Any = ...) -> Any: ...  # .pitch_probs (128,)
+    def head_probs(self, pitch: int) -> dict[str, np.ndarray]: ...
     def sample(self, temperature: float, rng: np.random.Generator) -> NoteEvent: ...
     def fork(self) -> StreamLike: ...
+    def observe(self, event: NoteEvent, learn: bool | None = None) -> None: ...
     def reset(self) -> None: ...
 
 
@@ -88,7 +93,7 @@ def evaluate(
         base = Baselines.train(base)
     unigram, markov = base.unigram, base.rival()
     n_events = 0
-    total = {"model": 0.0, "unigram": 0.0, "markov": 0.0}
+    total = {"model": 0.0, "unigram": 0.0, "markov": 0.0, "step": 0.0}
     correct = 0
     true_tail: list[np.ndarray] = []
     sampled_tail: list[np.ndarray] = []
@@ -103,12 +108,14 @@ def evaluate(
         truth_p = np.empty(len(events) - 1)
         for t, e in enumerate(events):
             if t == half:
-                sampled_tail.append(_continue(stream.fork(), len(events) - half, temperature, rng))
+                sampled_tail.append(_continue(stream.fork(), len(events) - half, temperature, rng, events[t - 1]))
                 true_tail.append(piece.events[half:, :3].astype(np.float64))
             if t > 0:
-                probs = stream.predict().pitch_probs
+                probs = stream.predict(e.role).pitch_probs
                 truth_p[t - 1] = probs[e.pitch]
                 correct += int(np.argmax(probs) == e.pitch)
+                step_p = stream.head_probs(e.pitch)["step"]
+                total["step"] -= math.log(max(float(step_p[int(Encoding.time_bin(e.step))]), 1e-300))
             stream.observe(e)
         pitches = [e.pitch for e in events]
         total["model"] += metrics.nll(truth_p)
@@ -122,6 +129,7 @@ def evaluate(
         "events": n_events,
         "pitch_nll": total["model"] / n_events,
         "pitch_acc": correct / n_events,
+        "step_nll": total["step"] / n_events,
         **_jsds(true_tail, sampled_tail),
         "baseline_unigram_nll": total["unigram"] / n_events,
         "baseline_markov_nll": total["markov"] / n_events,
@@ -129,13 +137,18 @@ def evaluate(
     return {k: out[k] for k in KEYS}
 
 
-def _continue(stream: StreamLike, n: int, temperature: float, rng: np.random.Generator) -> np.ndarray:
-    """(n, 3) pitch, step, duration of n notes sampled one after another from the stream."""
+def _continue(stream: StreamLike, n: int, temperature: float, rng: np.random.Generator, last: NoteEvent) -> np.ndarray:
+    """(n, 3) pitch, step, duration of n lead notes sampled one after another from the stream,
+    each placed in the metre after `last` (the last observed event)."""
     rows = np.empty((n, 3))
+    pos, bar = last.pos, last.bar
     for i in range(n):
         e = stream.sample(temperature, rng)
         rows[i] = (e.pitch, e.step, e.duration)
-        stream.observe(e)
+        pos = pos + e.step
+        if bar > 0:
+            pos %= bar
+        stream.observe(NoteEvent(e.pitch, e.step, e.duration, e.velocity, e.role, pos, bar), learn=False)
     return rows
 
 
@@ -145,8 +158,8 @@ def _jsds(true_tail: list[np.ndarray], sampled_tail: list[np.ndarray]) -> dict[s
     t, s = np.concatenate(true_tail), np.concatenate(sampled_tail)
     return {
         "jsd_pitch": metrics.jsd(metrics.pitch_histogram(t[:, 0]), metrics.pitch_histogram(s[:, 0])),
-        "jsd_step": metrics.jsd(metrics.time_histogram(t[:, 1]), metrics.time_histogram(s[:, 1])),
-        "jsd_duration": metrics.jsd(metrics.time_histogram(t[:, 2]), metrics.time_histogram(s[:, 2])),
+        "jsd_step": metrics.jsd(_beat_histogram(t[:, 1]), _beat_histogram(s[:, 1])),
+        "jsd_duration": metrics.jsd(_beat_histogram(t[:, 2]), _beat_histogram(s[:, 2])),
     }
 
 
@@ -211,6 +224,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--offline", action="store_true", help="the network alone, without the Stream's online component (an ablation)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-play", action="store_true", help="skip the continuations through the engine (time and harmony figures)")
+    p.add_argument("--play-temperature", type=float, default=0.9, help="temperature of the engine's continuations (the daemon's default)")
+    p.add_argument("--accompany", choices=("bass", "chords", "voice"), default="bass", help="the accompaniment part the play figures use")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -218,7 +234,7 @@ def run(args: argparse.Namespace) -> int:
     from ripieno.model.stream import Stream
     from ripieno.training.corpus import CorpusError
     from ripieno.training.markov import BaselineError
-    from ripieno.training.midi_io import MidiReadError, read_midi_dir
+    from ripieno.training.midi_io import MidiReadError, midi_files, read_midi_dir
 
     try:
         ck = load(args.model)
@@ -229,11 +245,18 @@ def run(args: argparse.Namespace) -> int:
         base = baselines_for(ck, names or None, args.train_midi, args.baseline)
         model = (lambda: Stream(ck, online=False)) if args.offline else ck
         result = evaluate(model, pieces, base, temperature=args.temperature, seed=args.seed, progress=not args.no_progress)
+        if not args.no_play:
+            from ripieno.model.play.engine import PlaySettings
+            from ripieno.training.play_eval import evaluate_play
+
+            factory = (lambda: Stream(ck, online=False)) if args.offline else (lambda: Stream(ck))
+            settings = PlaySettings(temperature=args.play_temperature, accompany=args.accompany)
+            result.update(evaluate_play(factory, midi_files(args.midi), settings, seed=args.seed, progress=not args.no_progress))
     except (EvalError, CheckpointError, CorpusError, MidiReadError, BaselineError, OSError) as e:
         log.error("%s", e)
         return 2
     if not args.json:
-        for k in KEYS:
+        for k in result:
             v = result[k]
             print(f"{k:22s} {v:.4f}" if isinstance(v, float) else f"{k:22s} {v}")  # noqa: T201 - CLI result
     # strict JSON: a figure that could not be computed (e.g. no file long enough to continue) is null

@@ -69,8 +69,10 @@ _RECENCY_S = 4.0  # evidence older than this weighs e^-1 in scoring
 
 # Tracking fit.
 _FIT_HALFLIFE_BEATS = 6.0
-_CURVE_RIDGE = 30.0  # pulls the tempo-change term to 0 until the positions clearly bend
+_CURVE_RIDGE = 30.0
 _ROBUST_S = 0.05
+_SHRINK_K = 0.0
+_SHRINK_FLOOR_S = 0.01
 _GAP_S = 1.5  # a silence longer than this (and 3 beats) starts a new segment: the player may restart elsewhere
 
 
@@ -445,6 +447,22 @@ class BeatTracker:
                 return
             res = t - x @ coef
             w = w0 / (1.0 + (res / _ROBUST_S) ** 2)
+        # Keep the drift only as far as the data show it (it costs precision when the tempo holds):
+        # shrink each curvature by its significance and re-fit phase and period under it.
+        sigma2 = max(float((w * res * res).sum() / w.sum()), _SHRINK_FLOOR_S**2)
+        try:
+            var = np.diag(np.linalg.inv(a))[2:] * sigma2
+        except np.linalg.LinAlgError:
+            return
+        c = coef[2:]
+        c = c * c * c / (c * c + _SHRINK_K * var + 1e-30)
+        y = t - x[:, 2:] @ c
+        xw = x[:, :2] * w[:, None]
+        try:
+            lin = np.linalg.solve(xw.T @ x[:, :2], xw.T @ y)
+        except np.linalg.LinAlgError:
+            return
+        coef = np.concatenate([lin, c])
         ta = float(coef[0] + coef[3] * uk * uk)
         period = float(coef[1] - 2.0 * coef[3] * uk)
         period = min(max(period, self.min_period * 0.8), self.max_period * 1.25)

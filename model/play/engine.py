@@ -80,6 +80,22 @@ class Settings(Protocol):
     max_polyphony: int
     low_pitch: int
     high_pitch: int
+    accompany: str  # bass | chords | voice
+
+
+@dataclass(frozen=True)
+class PlaySettings:
+    """Settings for callers without a daemon config (eval, tests): the daemon's defaults."""
+
+    mode: str = "call"
+    temperature: float = 0.9
+    silence_s: float = 0.8
+    answer_s: float = 8.0
+    max_notes_per_s: float = 24.0
+    max_polyphony: int = 6
+    low_pitch: int = 21
+    high_pitch: int = 108
+    accompany: str = "bass"
 
 
 class StreamLike(Protocol):
@@ -163,10 +179,9 @@ class Engine:
         answer_len: float | None = None,
         plans_per_wake: int = MAX_PLANS_PER_WAKE,
         tempo: Tempo | None = None,
-        accompany: str = "bass",
     ) -> None:
-        if accompany not in ACCOMPANY_STYLES:
-            raise ValueError(f"accompany must be one of {', '.join(ACCOMPANY_STYLES)}, got {accompany!r}")
+        if cfg.accompany not in ACCOMPANY_STYLES:
+            raise ValueError(f"accompany must be one of {', '.join(ACCOMPANY_STYLES)}, got {cfg.accompany!r}")
         self.cfg = cfg
         self.stream = stream
         self.output = output
@@ -176,7 +191,7 @@ class Engine:
         self.enabled = True
         self.temperature = cfg.temperature
         self.silence_s = cfg.silence_s
-        self.accompany = accompany
+        self.accompany = cfg.accompany
         self.answer_len = answer_len  # `continue --seconds`: every answer this long instead of the phrase's
         self.events_left = max_events  # `continue --events`: total ripieno notes, None = unbounded
         self.plans_per_wake = plans_per_wake
