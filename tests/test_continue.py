@@ -82,3 +82,31 @@ def test_bad_prompt_and_bad_model_are_one_line_errors(setup, tmp_path):
     for args in ([str(tmp_path / "junk.mid"), "--model", str(model)], [str(d / "prompt.mid"), "--model", str(tmp_path / "nope.pt")]):
         r = subprocess.run([str(BIN / "ripieno"), "continue", *args, "-o", str(tmp_path / "x.mid")], capture_output=True, text=True, timeout=60)
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
+
+
+def test_a_unison_on_one_channel_does_not_hold_the_answer_back(setup, tmp_path):
+    """Two voices striking one key on one channel (a DAW export of part music) make a zero-length
+    note; its release at the press's instant must not leave the key held (which meant 30 s of silence)."""
+    d, model = setup
+    mid = mido.MidiFile(ticks_per_beat=480)
+    tr = mido.MidiTrack()
+    mid.tracks.append(tr)
+    for p in (60, 62, 64, 65):
+        tr.append(mido.Message("note_on", note=p, velocity=80, time=0))
+        tr.append(mido.Message("note_on", note=p, velocity=80, time=0))  # the second voice, same key
+        tr.append(mido.Message("note_off", note=p, velocity=0, time=240))
+        tr.append(mido.Message("note_off", note=p, velocity=0, time=0))
+    mid.save(tmp_path / "unison.mid")
+    r = subprocess.run([str(BIN / "ripieno"), "continue", str(tmp_path / "unison.mid"), "-o", str(tmp_path / "u.mid"), "--model", str(model),
+                        "--seed", "1", "--seconds", "3"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    ripieno = mido.MidiFile(tmp_path / "u.mid").tracks[2]
+    t, first = 0, None
+    for m in ripieno:
+        t += m.time
+        if m.type == "note_on" and m.velocity > 0 and first is None:
+            first = t
+    prompt_end = 4 * 240 / 480 * 0.5  # seconds at 120 bpm
+    assert first is not None
+    first_s = mido.tick2second(first, 480, 500_000)
+    assert prompt_end + 0.8 <= first_s < prompt_end + 0.8 + 1.5, first_s  # silence_s, then the next beat

@@ -350,7 +350,7 @@ class Engine:
         if self.events_left is not None and self.events_left <= 0:
             return False
         mine = self._ours_at(t)
-        if len(mine) >= self.cfg.max_polyphony:
+        if len(mine) >= self.cfg.max_polyphony or self._rate_ok(t) > t:
             return False
         weights = harmony_weights(sounding, low, high)
         for p in mine:
@@ -363,8 +363,10 @@ class Engine:
         if weights[ev.pitch] <= 0.0:
             return False
         self.model_velocities.append(ev.velocity)
-        # the part holds at least to the next beat (a bass that rings), at most two beats
-        dur_beats = clamp(ev.duration, max(1.0 - (beat - math.floor(beat)), 0.5), 2.0)
+        if self.accompany == "voice":  # a counter-voice moves with the player: at most to their next onset
+            dur_beats = clamp(ev.duration, 0.25, max(self.player.ioi() / self.period, 0.25))
+        else:  # the part holds at least to the next beat (a bass that rings), at most two beats
+            dur_beats = clamp(ev.duration, max(1.0 - (beat - math.floor(beat)), 0.5), 2.0)
         duration = max(dur_beats * self.period, MIN_NOTE_S)
         velocity = scaled_velocity(ev.velocity, statistics.fmean(self.model_velocities), self.player.velocity(), ACCOMPANY_VELOCITY)
         self._send(t, t + duration, ev.pitch, velocity)

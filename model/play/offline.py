@@ -29,11 +29,17 @@ class Note:
 
 
 def prompt_events(notes: list[Note]) -> list[Event]:
-    """Notes as the listener would report them: presses and releases, in time order (releases first)."""
+    """Notes as the listener would report them: presses and releases, in time order.
+
+    At one instant the releases of earlier notes come first (a key struck again sounds again),
+    then the presses, then the releases of notes that last no time at all (a unison of two
+    voices on one channel in a DAW export): a press and its release at the same instant are a
+    press, then a release, never a key left held.
+    """
     evs: list[tuple[float, int, Event]] = []
     for n in notes:
         evs.append((n.onset, 1, KeyDown(n.onset, 0, n.pitch, n.velocity)))
-        evs.append((n.onset + n.duration, 0, KeyUp(n.onset + n.duration, 0, n.pitch, n.duration)))
+        evs.append((n.onset + n.duration, 0 if n.duration > 0 else 2, KeyUp(n.onset + n.duration, 0, n.pitch, n.duration)))
     evs.sort(key=lambda e: (e[0], e[1]))
     return [e for _, _, e in evs]
 
