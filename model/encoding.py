@@ -284,7 +284,7 @@ class IncrementalEncoder:
     def push(self, pitch: float, step: float, duration: float, velocity: float, role: float, pos: float, bar: float, out: np.ndarray) -> np.ndarray:
         """Write the (K,) tokens of this event into out (int64) and advance; returns out."""
         e = self.encoding
-        p = min(max(int(round(pitch)), 0), 127) if math.isfinite(pitch) else 60
+        p = min(max(int(round(pitch)), 0), 127) if math.isfinite(pitch) else (60 if pitch != pitch else (127 if pitch > 0 else 0))
         s = max(float(step), 0.0) if math.isfinite(step) else (0.0 if step != step or step < 0 else _VALUES[-1])
         d = max(float(duration), 0.0) if math.isfinite(duration) else (0.0 if duration != duration or duration < 0 else _VALUES[-1])
         v = min(max(int(round(velocity)), 1), 127) if math.isfinite(velocity) else (64 if velocity != velocity else (127 if velocity > 0 else 1))

@@ -25,13 +25,16 @@ torch.set_num_threads(1)
 
 
 def synthetic_piece(rng: np.random.Generator, n: int) -> np.ndarray:
-    """(n, 5) events: a random walk melody with some chords, real-ish timing and velocity."""
+    """(n, 7) events in beats: a random walk melody with some chords and an accompaniment note now and
+    then, sixteenths to whole beats and triplets, in 4/4 bars, real-ish velocity."""
     pitch = np.clip(60 + np.cumsum(rng.integers(-4, 5, size=n)), 30, 100)
-    step = rng.choice([0.0, 0.125, 0.25, 0.5, 1.0], size=n, p=[0.15, 0.3, 0.35, 0.15, 0.05])
+    step = rng.choice([0.0, 0.25, 1 / 3, 0.5, 1.0, 2.0], size=n, p=[0.15, 0.3, 0.1, 0.3, 0.1, 0.05])
     step[0] = 0.0
-    dur = rng.choice([0.125, 0.25, 0.5, 1.0], size=n)
+    dur = rng.choice([0.25, 0.5, 1.0, 2.0], size=n)
     vel = rng.integers(40, 110, size=n)
-    return np.stack([pitch, step, dur, vel, np.zeros(n)], axis=1).astype(np.float32)
+    role = (rng.random(n) < 0.2).astype(np.float64)
+    pos = np.mod(np.cumsum(step), 4.0)
+    return np.stack([pitch, step, dur, vel, role, pos, np.full(n, 4.0)], axis=1).astype(np.float32)
 
 
 @pytest.fixture
@@ -119,10 +122,27 @@ def test_augment_transposes_within_range_and_scales_time() -> None:
         f = out[moving, 1] / piece[moving, 1]
         assert np.allclose(f, f[0]) and np.allclose(out[:, 2] / piece[:, 2], f[0])
         factors.add(round(float(f[0]), 3))
-        assert np.array_equal(out[:, 3:], piece[:, 3:])
+        assert np.array_equal(out[:, 3:], piece[:, 3:])  # velocity, role and metre untouched
     assert min(shifts) == -12 and max(shifts) == 7
     assert min(factors) < 0.85 and max(factors) > 1.15
     assert np.array_equal(augment(piece, rng), piece)
+
+
+def test_bar_dropout_forgets_the_bars_of_some_pieces_and_nothing_else() -> None:
+    rng = np.random.default_rng(4)
+    piece = synthetic_piece(rng, 30)
+    dropped = 0
+    for _ in range(400):
+        out = augment(piece, rng, bar_dropout=0.5)
+        assert np.array_equal(out[:, :6], piece[:, :6])  # the place in the beat stays: the beat is still known
+        if (out[:, 6] == 0).all():
+            dropped += 1
+        else:
+            assert np.array_equal(out[:, 6], piece[:, 6])  # a piece keeps all its bars or none
+    assert 150 < dropped < 250
+    assert (augment(piece, rng, bar_dropout=1.0)[:, 6] == 0).all()
+    assert all(np.array_equal(augment(piece, rng, bar_dropout=0.0), piece) for _ in range(50))
+    assert augment(piece[:0], rng, bar_dropout=1.0).shape == (0, 7)
 
 
 # -------------------------------------------------------------------------- packed == padded

@@ -69,3 +69,21 @@ def test_stored_baselines_round_trip(tmp_path) -> None:
     (tmp_path / "bad.npz").write_bytes(b"nope")
     with pytest.raises(BaselineError, match=r"bad\.npz"):
         Baselines.load(tmp_path / "bad.npz")
+
+
+def test_pieces_of_encoding_2_are_their_pitch_sequences() -> None:
+    """Baselines read a Piece's (N, 7) events by their pitch column, in event order."""
+    from ripieno.training.pieces import Piece, events_from_notes
+
+    train = [[60, 62, 64, 65, 67] * 3, [67, 65, 64, 62, 60]]
+    probe = [60, 62, 64, 66, 67, 60, 62]
+
+    def as_piece(pitches: list[int]) -> Piece:
+        onset = np.arange(len(pitches)) * 0.5
+        return Piece("p", "t", events_from_notes(onset, pitches, [0.5] * len(pitches), pos=onset % 3, bar=3.0)[0])
+
+    from_lists = MarkovBaseline(corpus_markov(train))
+    from_pieces = MarkovBaseline(corpus_markov([as_piece(p) for p in train]))
+    assert from_pieces.piece_nll(probe) == from_lists.piece_nll(probe)
+    assert mean_nll(from_lists, [as_piece(probe)]) == pytest.approx(mean_nll(from_lists, [probe]), rel=1e-12)
+    assert Unigram([as_piece(p) for p in train]).piece_nll(probe) == Unigram(train).piece_nll(probe)

@@ -104,6 +104,29 @@ def test_encoding_version_mismatch(saved):
     _expect(path, f"encoding version {ENCODING_VERSION + 1}")
 
 
+V1_ENCODING = {"version": 1, "time_bins": 48, "time_min": 0.02, "time_max": 8.0, "velocity_bins": 16, "max_interval": 36, "features": ["interval", "pitch_class", "step_ratio"]}
+
+
+@pytest.mark.parametrize("top_level", [True, False])
+def test_an_encoding_1_checkpoint_is_refused_with_the_retrain_line(saved, top_level):
+    """A checkpoint of encoding 1 (time in seconds) is one line saying to retrain, whichever key says so."""
+    _, path = saved
+
+    def to_v1(blob):
+        h = json.loads(blob["header"])
+        h["config"]["encoding"] = dict(V1_ENCODING)
+        if top_level:
+            h["encoding_version"] = 1
+        else:
+            del h["encoding_version"]  # only the config's encoding tells
+        blob["header"] = json.dumps(h)
+
+    _rewrite(path, to_v1)
+    _expect(path, "retrain")
+    with pytest.raises(ck.CheckpointError, match=r"encoding 1 \(time in seconds\)"):
+        ck.load(path)
+
+
 def test_weights_that_do_not_fit_the_config(saved):
     _, path = saved
 

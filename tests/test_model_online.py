@@ -45,7 +45,8 @@ def test_online_pitch_learns_only_when_told():
 def _phrase_piece(repeats: int) -> list[NoteEvent]:
     rng = np.random.default_rng(5)
     phrase = [int(p) for p in rng.integers(55, 80, 12)]
-    return [NoteEvent(p, 0.25, 0.25, 80, Role.PLAYER) for _ in range(repeats) for p in phrase]
+    # sixteenths (a quarter of a beat each) in 3/4: 12 notes fill one bar
+    return [NoteEvent(p, 0.25, 0.25, 80, Role.PLAYER, pos=(i * 0.25) % 3.0, bar=3.0) for _ in range(repeats) for i, p in enumerate(phrase)]
 
 
 def _nll(stream: Stream, events: list[NoteEvent]) -> float:
@@ -80,3 +81,21 @@ def test_ripieno_notes_do_not_teach_the_online_model_by_default():
         quiet.observe(e)
         learning.observe(e)
     assert len(quiet.online.vom) == 0 and len(learning.online.vom) == len(own)
+
+
+def test_observe_learn_overrides_the_role_default():
+    """The engine passes learn=False for the notes ripieno plays itself, whatever their part, and
+    learn=True teaches a note whatever its role."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(hidden=16, layers=1, pitch_embed=8, embed=4, cond_embed=4, head_hidden=8, dropout=0.0)
+    ck = Checkpoint(model=NoteLSTM(cfg).eval(), config=cfg)
+    lead = _phrase_piece(2)
+    s = Stream(ck)
+    for e in lead:
+        s.observe(e, learn=False)  # ripieno's own continuation of the lead: context, not a lesson
+    assert len(s.online.vom) == 0 and s.n_observed == len(lead)
+    for e in lead:
+        s.observe(NoteEvent(e.pitch, e.step, e.duration, e.velocity, Role.RIPIENO, e.pos, e.bar), learn=True)
+    assert len(s.online.vom) == len(lead)
+    # the context still moved on when nothing was learned: the state is not the fresh one
+    assert not np.allclose(s.state[0], Stream(ck).state[0])

@@ -1,4 +1,4 @@
-"""Streaming inference: numpy step == torch forward, state carries, seeds fix notes, guard rails hold."""
+"""Streaming inference: numpy step == torch forward (both pitch readouts), state carries, seeds fix notes, guard rails hold."""
 
 from __future__ import annotations
 
@@ -7,12 +7,13 @@ import pytest
 import torch
 
 from ripieno.model.checkpoint import Checkpoint
-from ripieno.model.encoding import encode
+from ripieno.model.encoding import BEAT_VALUES, GRID, encode
 from ripieno.model.events import NoteEvent, Role, array_to_events, events_to_array
 from ripieno.model.network import ModelConfig, NoteLSTM
 from ripieno.model.stream import Stream
 
 torch.set_num_threads(1)
+GRID_VALUES = {v / GRID for v in BEAT_VALUES}
 
 
 def tiny_checkpoint(tie: bool = False, layers: int = 2, seed: int = 0) -> Checkpoint:
@@ -26,9 +27,12 @@ def tiny_checkpoint(tie: bool = False, layers: int = 2, seed: int = 0) -> Checkp
 
 
 def piece(n: int, seed: int = 0) -> list[NoteEvent]:
+    """n events in beats, both roles, in 3/4 bars (the metre and lead columns all take part)."""
     rng = np.random.default_rng(seed)
+    steps = rng.choice([0.0, 0.25, 1 / 3, 0.5, 1.0], n)
+    pos = np.mod(np.cumsum(steps), 3.0)
     arr = np.stack(
-        [rng.integers(40, 80, n), rng.choice([0.0, 0.25, 0.5], n), rng.uniform(0.1, 1.0, n), rng.integers(30, 110, n), rng.integers(0, 2, n)], axis=1
+        [rng.integers(40, 80, n), steps, rng.uniform(0.1, 1.0, n), rng.integers(30, 110, n), rng.integers(0, 2, n), pos, np.full(n, 3.0)], axis=1
     ).astype(np.float32)
     return array_to_events(arr)
 
@@ -40,7 +44,8 @@ def test_streaming_step_equals_batched_torch_forward(tie, layers):
     tokens = torch.from_numpy(encode(events_to_array(events)))
     with torch.no_grad():
         out, (h, c) = ck.model(tokens[None])
-        net_probs = torch.softmax(ck.model.pitch_logits(out[0]), -1).double().numpy()
+        net_probs = torch.softmax(ck.model.pitch_logits(out[0], 0), -1).double().numpy()
+        acc_probs = torch.softmax(ck.model.pitch_logits(out[0], 1), -1).double().numpy()
         heads = ck.model.head_logits(out[0], torch.full((40,), 61))
     s = Stream(ck, online=False)
     for t, e in enumerate(events):
@@ -48,6 +53,11 @@ def test_streaming_step_equals_batched_torch_forward(tie, layers):
         np.testing.assert_allclose(s.h[-1], out[0, t].numpy(), atol=1e-5, rtol=0)
         np.testing.assert_allclose(s.predict().net_pitch_probs, net_probs[t], atol=1e-5, rtol=0)
         np.testing.assert_allclose(s.predict().pitch_probs, net_probs[t], atol=1e-5, rtol=0)
+        np.testing.assert_allclose(s.predict(Role.PLAYER).pitch_probs, net_probs[t], atol=1e-5, rtol=0)
+        acc = s.predict(Role.RIPIENO)  # the accompaniment readout: the network's own
+        np.testing.assert_allclose(acc.pitch_probs, acc_probs[t], atol=1e-5, rtol=0)
+        np.testing.assert_allclose(acc.net_pitch_probs, acc_probs[t], atol=1e-5, rtol=0)
+        assert abs(acc.pitch_probs.sum() - 1.0) < 1e-9
         for name, probs in s.head_probs(61).items():
             np.testing.assert_allclose(probs, torch.softmax(heads[name][t], -1).numpy(), atol=1e-5, rtol=0)
     np.testing.assert_allclose(s.h, h[:, 0].numpy(), atol=1e-5, rtol=0)
@@ -83,12 +93,12 @@ def test_prediction_is_a_distribution_and_online_changes_it():
     assert abs(p.weights.sum() - 1.0) < 1e-12
 
 
-def _notes(stream: Stream, seed: int, n: int = 20) -> list[NoteEvent]:
+def _notes(stream: Stream, seed: int, n: int = 20, role: Role = Role.PLAYER) -> list[NoteEvent]:
     rng = np.random.default_rng(seed)
     s = stream.fork()
     out = []
     for _ in range(n):
-        e = s.sample(0.9, rng)
+        e = s.sample(0.9, rng, role=role)
         s.observe(e)
         out.append(e)
     return out
@@ -104,7 +114,11 @@ def test_same_seed_same_notes_and_fork_is_independent():
     assert a == b and len({e.pitch for e in a}) > 1
     assert _notes(s, 8) != a
     np.testing.assert_array_equal(s.predict().pitch_probs, before)  # forks never touched the parent
-    assert all(e.role == Role.RIPIENO for e in a)
+    assert all(e.role == Role.PLAYER for e in a)  # the part asked for (the lead's by default) is the part returned
+    acc = _notes(s, 7, role=Role.RIPIENO)
+    assert acc == _notes(s, 7, role=Role.RIPIENO) and all(e.role == Role.RIPIENO for e in acc)
+    assert [e.pitch for e in acc] != [e.pitch for e in a]  # another readout, another line
+    np.testing.assert_array_equal(s.predict().pitch_probs, before)
 
 
 def test_temperature_zero_is_deterministic_and_greedy():
@@ -114,7 +128,37 @@ def test_temperature_zero_is_deterministic_and_greedy():
     a = s.sample(0.0, np.random.default_rng(1))
     b = s.sample(0.0, np.random.default_rng(2))
     assert a == b
-    assert a.pitch == int(np.argmax(s.predict().pitch_probs))
+    assert a.pitch == int(np.argmax(s.predict().pitch_probs)) and a.role == Role.PLAYER
+    # timing at temperature 0 is the most likely bin's grid value, for the pitch drawn
+    heads = s.head_probs(a.pitch)
+    assert a.step == ck.encoding.step_beats(int(np.argmax(heads["step"])))
+    assert a.duration == ck.encoding.duration_beats(int(np.argmax(heads["duration"])))
+    acc = s.sample(0.0, np.random.default_rng(1), role=Role.RIPIENO)
+    assert acc.pitch == int(np.argmax(s.predict(Role.RIPIENO).pitch_probs)) and acc.role == Role.RIPIENO
+
+
+def test_pitch_weights_shape_the_pitch_and_the_timing_follows_it():
+    ck = tiny_checkpoint()
+    s = Stream(ck)
+    for e in piece(12, seed=1):
+        s.observe(e)
+    rng = np.random.default_rng(0)
+    weights = np.zeros(128)
+    weights[[50, 57]] = [1.0, 3.0]
+    for role in (Role.PLAYER, Role.RIPIENO):
+        p = s.predict(role).pitch_probs
+        want = p[57] * 3.0 / (p[57] * 3.0 + p[50])  # the model's odds times the weights'
+        drawn = [s.sample(1.0, rng, pitch_weights=weights, role=role).pitch for _ in range(400)]
+        assert set(drawn) == {50, 57} and abs(drawn.count(57) / 400 - want) < 0.08
+        # at temperature 0, the argmax of the product
+        w = np.exp(np.random.default_rng(1).standard_normal(128))
+        e = s.sample(0.0, rng, pitch_weights=w, role=role)
+        assert e.pitch == int(np.argmax(p * w))
+        heads = s.head_probs(e.pitch)
+        assert e.step == ck.encoding.step_beats(int(np.argmax(heads["step"])))
+    # weights that leave nothing still give a note inside the range
+    e = s.sample(1.0, rng, pitch_weights=np.zeros(128), low=60, high=62)
+    assert 60 <= e.pitch <= 62
 
 
 def test_guard_rails_range_bounds_and_no_nan():
@@ -122,16 +166,22 @@ def test_guard_rails_range_bounds_and_no_nan():
     s = Stream(ck)
     rng = np.random.default_rng(0)
     enc = ck.encoding
-    bad = [NoteEvent(200, float("nan"), float("inf"), 500), NoteEvent(-5, -1.0, float("nan"), 0), NoteEvent(60, 1e9, 1e9, 64)]
+    bad = [
+        NoteEvent(200, float("nan"), float("inf"), 500),
+        NoteEvent(-5, -1.0, float("nan"), 0, pos=float("inf"), bar=-3.0),
+        NoteEvent(60, 1e9, 1e9, 64, Role.RIPIENO, pos=1e12, bar=1e9),
+    ]
     for e in bad:
         s.observe(e)
     assert np.isfinite(s.h).all()
     for t in (0.0, 0.5, 1.0, 2.0, 50.0, float("nan")):
         for _ in range(20):
-            e = s.sample(t, rng, top_p=0.9, low=50, high=55)
-            assert 50 <= e.pitch <= 55 and 1 <= e.velocity <= 127
-            assert np.isfinite(e.step) and 0.0 <= e.step <= enc.time_max * 1.2
-            assert np.isfinite(e.duration) and 0.0 < e.duration <= enc.time_max * 1.2
+            for role in (Role.PLAYER, Role.RIPIENO):
+                e = s.sample(t, rng, top_p=0.9, low=50, high=55, role=role)
+                assert 50 <= e.pitch <= 55 and 1 <= e.velocity <= 127
+                assert e.step in GRID_VALUES  # a grid value in beats, never a draw inside a bin
+                assert e.duration in GRID_VALUES or e.duration == enc.duration_beats(0)
+                assert 0.0 < e.duration <= max(GRID_VALUES)
 
 
 def test_top_p_restricts_to_the_nucleus():

@@ -20,11 +20,12 @@ SMALL = dict(hidden=16, layers=1, pitch_embed=8, embed=4, cond_embed=4, head_hid
 
 
 def _tune(n: int = 60, seed: int = 3) -> np.ndarray:
-    """(n, 5) events: a 10-note phrase, then the same phrase a tone higher, repeated."""
+    """(n, 7) lead events in sixteenths (beats) in 4/4: a 10-note phrase, then the same phrase a tone higher, repeated."""
     rng = np.random.default_rng(seed)
     phrase = rng.integers(60, 72, 10)
     pitches = np.concatenate([phrase + 2 * (i % 2) for i in range(n // 10 + 1)])[:n]
-    return np.stack([pitches, np.full(n, 0.25), np.full(n, 0.2), np.full(n, 80), np.zeros(n)], axis=1).astype(np.float32)
+    pos = np.mod(np.arange(n) * 0.25, 4.0)
+    return np.stack([pitches, np.full(n, 0.25), np.full(n, 0.2), np.full(n, 80), np.zeros(n), pos, np.full(n, 4.0)], axis=1).astype(np.float32)
 
 
 def test_blend_with_witten_bell_and_uniform_base_is_witten_bell():

@@ -118,6 +118,12 @@ def read_notes(path: str | Path) -> MidiNotes:
                 raw.append((t0, tick, pitch, vel, k, ch))
     except (ValueError, KeyError, IndexError, TypeError, EOFError, AttributeError) as e:
         raise MidiReadError(f"{path}: corrupt track data ({e})") from e
+    # damaged meta data would otherwise turn into infinite or NaN beats and seconds
+    for _, n, d in sigs:
+        if not (1 <= n <= 64 and 1 <= d <= 64):
+            raise MidiReadError(f"{path}: corrupt time signature (numerator {n}, denominator {d})")
+    if any(u <= 0 for _, u in tempos) or mid.ticks_per_beat < 1:
+        raise MidiReadError(f"{path}: corrupt tempo or ticks per beat")
     sigs = sorted({s[0]: s for s in sigs}.values())
     if not sigs or sigs[0][0] > 0:
         if not sigs:

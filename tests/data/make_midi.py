@@ -2,7 +2,8 @@
 
 Written here note by note (nothing from any collection), in the shapes real files take: a song
 whose phrases repeat (what online learning is for), a four-voice chorale-like progression on
-four channels, and a waltz with melody, bass, a drum channel (to be ignored) and a tempo change.
+four channels, and a waltz in 3/4 with melody, bass, a drum channel (to be ignored) and a tempo change.
+The song and the chorale carry no time signature (read as 4/4, as files without one are).
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ def track(notes: list[tuple[int, float]], channel: int, start: float = 0.0, velo
     return out
 
 
-def save(name: str, events: list[tuple[int, mido.Message]], tempos: list[tuple[int, int]]) -> None:
+def save(name: str, events: list[tuple[int, mido.Message]], tempos: list[tuple[int, int]], metre: tuple[int, int] | None = None) -> None:
     timed = [(t, 0, mido.MetaMessage("set_tempo", tempo=tempo)) for t, tempo in tempos]
+    if metre is not None:
+        timed.insert(0, (0, 0, mido.MetaMessage("time_signature", numerator=metre[0], denominator=metre[1])))
     timed += [(t, 1 if m.type == "note_off" else 2, m) for t, m in events]
     timed.sort(key=lambda x: (x[0], x[1]))
     trk, last = mido.MidiTrack(), 0
@@ -64,7 +67,7 @@ def waltz() -> None:
     for root in (48, 48, 43, 43, 48, 48, 43, 48):
         bass += [(root, 1), (root + 16, 1), (root + 19, 1)]
     drums = track([(42, 1)] * 24, 9, velocity=60)
-    save("waltz_two_tempi.mid", track(mel, 0) + track(bass, 1, velocity=60) + drums, [(0, mido.bpm2tempo(150)), (12 * TPB, mido.bpm2tempo(120))])
+    save("waltz_two_tempi.mid", track(mel, 0) + track(bass, 1, velocity=60) + drums, [(0, mido.bpm2tempo(150)), (12 * TPB, mido.bpm2tempo(120))], metre=(3, 4))
 
 
 if __name__ == "__main__":
