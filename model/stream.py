@@ -153,18 +153,24 @@ class Stream:
         return {n: sampling.softmax(logits[self.net.head_slices[n]], temperature if temperature > 0 else 1.0) for n in HEADS}
 
     def sample(self, temperature: float, rng: np.random.Generator, top_p: float | None = None, low: int = 0, high: int = 127,
-               pitch_weights: np.ndarray | None = None, role: Role = Role.PLAYER) -> NoteEvent:
+               pitch_weights: np.ndarray | None = None, role: Role = Role.PLAYER, variation: float = 0.0) -> NoteEvent:
         """Draw the next note (does not advance the stream). temperature 0 = argmax everywhere.
 
         `role` is the part asked for (the lead's next note, or the accompaniment's) and the role
         of the event returned. Step and duration are grid values in beats. `pitch_weights` (128,), when given, multiply
         the pitch distribution before the draw (the engine's register and harmony preferences);
-        the timing is still the model's, conditioned on the pitch drawn.
+        the timing is still the model's, conditioned on the pitch drawn. `variation` (0..1) steers
+        how much the lead's next note may follow what the piece taught (the online models, which
+        copy the player's material): 0 = the fitted blend (the likeliest, often an echo), 1 = the
+        network alone (free).
         """
         t = float(temperature) if np.isfinite(temperature) else 1.0
         if role == Role.PLAYER:
             self._ensure()
             base = self._mixed
+            v = min(max(float(variation), 0.0), 1.0) if variation == variation else 0.0
+            if v > 0.0 and self.online is not None:
+                base = (1.0 - v) * self._mixed + v * self._net_probs
         else:
             base = self._accompaniment_probs()
         probs = base if pitch_weights is None else base * pitch_weights

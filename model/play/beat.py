@@ -1,29 +1,30 @@
 """The player's beat from their key presses alone: an online, symbolic beat tracker (`tempo.Tempo`).
 
-Onsets, not audio: every key press is a sharp, exact event, so the tracker quantises each one to a
-position on its beat grid (the beat or a half, third, quarter or sixth of it) and fits the grid to
-those positions. That keeps it small and cheap, and robust where the player does not play a note
-on every beat:
+Onsets, not audio: every key press is a sharp, exact event, so the tracker gives each one a
+position on its beat grid (on the beat, or a half, third, quarter or sixth of it) and fits the
+grid to those positions. That keeps it small and cheap, and robust where the player does not play
+a note on every beat:
 
-- Induction (the first notes, and the first notes after a pause): every simple hypothesis that two
-  recent onsets suggest (their interval is 1/2 .. 8 beats) is quantised and scored, and the best
-  is taken. Usable from the second note on, sure after three or four.
-- Tracking: each new onset gets a grid position on the current estimate; a weighted least-squares
-  fit over the recent positions (recent beats weigh most, a small curvature term follows tempo
-  ramps) gives phase and period. Positions persist, so a correction never renumbers beats.
-- Metre: at every onset the grid is compared with its metrical relatives (x2, x3, x1/2, x1/3, x3/2,
-  x2/3, and the same period shifted onto another onset). The beat is the level where onsets fall
-  on most beats, where the beats carry the accented and long notes, under a log-normal tempo prior
-  around 100 bpm that decides where the evidence does not. A relative must win twice in a row, so
-  near ties do not flip.
+- Induction (the first notes, and the first notes after a pause): every simple reading that two
+  recent onsets suggest (they lie 1/2 .. 4 beats apart) is scored and the best one taken. Usable
+  from the second note on, sure after three or four.
+- Tracking: each new onset gets the nearest plausible grid position on the current estimate; a
+  weighted least-squares fit of time on position over the recent onsets (recent ones weigh most; a
+  curvature term follows tempo ramps) gives phase and period. Positions persist, so a re-estimate
+  never renumbers beats. Through a pause the grid runs on at the tempo reached; the onsets after
+  it are read on that grid, unless a fresh induction on them wins twice (a restart elsewhere).
+- Metre: at every tracked onset the grid is compared with its metrical relatives (period x2, x3, x1/2,
+  x1/3, x3/2, x2/3, and the same period moved onto another onset). The beat is the level where
+  onsets fall on most beats and the beats carry the accented and long notes, under a log-normal
+  tempo prior around 100 bpm that decides where that evidence does not. A relative must win at
+  two onsets in a row, so near ties do not flip.
 
 What was looked at: no well-kept Python library does online *symbolic* beat tracking. madmom,
-librosa, essentia, BTrack and BeatNet all start from audio (an onset-strength signal); BeatRoot
-(Dixon 2001, Java/C++) clusters inter-onset intervals and runs competing agents, offline; Large &
-Kolen's adaptive oscillators and the linear phase/period correction models of sensorimotor
-synchronisation (Repp, Mates) correct a single pulse online but do not choose the metrical level.
-The quantise-and-score of hypotheses here borrows the idea of Povel & Essens' clock induction
-(a good clock puts its ticks on accented events, few on silence); no code was copied.
+librosa, essentia, BTrack and BeatNet start from audio (an onset-strength signal); BeatRoot (Dixon
+2001) clusters inter-onset intervals and runs competing agents over a whole performance; Large &
+Kolen's adaptive oscillators and the phase/period-correction models of sensorimotor
+synchronisation follow one pulse online but do not choose its metrical level. Scoring a grid by
+whether its ticks land on accented notes follows Povel & Essens' clock induction. No code copied.
 """
 
 from __future__ import annotations
@@ -34,53 +35,63 @@ import numpy as np
 
 from .player import CHORD_S
 
-# Grid positions within a beat an onset may take and the level of each (0 beat, 1 half, 2 third,
-# 3 quarter, 4 sixth). An onset takes the position of least cost: its distance in timing-noise
-# units plus -log of how common the level is (in folk tunes, chorales, jigs), so in doubt it takes
-# the simpler reading.
-_FRACS = np.array([0.0, 1 / 6, 1 / 4, 1 / 3, 1 / 2, 2 / 3, 3 / 4, 5 / 6, 1.0])
+# Positions are kept in twelfths of a beat. The positions within a beat an onset may take, and the
+# level of each (0 beat, 1 half, 2 third, 3 quarter, 4 sixth); an onset takes the position of least
+# cost: its distance in timing-noise units plus -log of how common the level is, so that in doubt
+# it takes the simpler reading.
+_SUB = 12
+_FRAC12 = np.array([0, 2, 3, 4, 6, 8, 9, 10, 12])
+_FRACS = _FRAC12 / _SUB
 _LEVEL = np.array([0, 4, 3, 2, 1, 2, 3, 4, 0])
+_LEVEL_OF12 = np.full(_SUB, -1)
+_LEVEL_OF12[_FRAC12[:-1]] = _LEVEL[:-1]  # level of a position from its twelfths within the beat (-1: none)
 _LEVEL_COST = -np.log(np.array([0.4, 0.3, 0.05, 0.06, 0.015]))[_LEVEL]
 _PLACE_SD_S = 0.03
+_FRAC_COST = list(zip(_FRACS.tolist(), _LEVEL_COST.tolist()))
 _FIT_WEIGHT = np.array([1.0, 0.6, 0.35, 0.35, 0.15])  # by level: off-beats are timed less steadily
-_EXACT = 1e-6
 
-# Induction: the number of beats two onsets may span, and how many recent onsets may be a beat.
-_SPANS = np.array([0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0])
+# Induction: how many beats two onsets may span, how many recent onsets may be the beat, how many
+# onsets are induced (at the start, after a pause), and the running grid's advantage there (log units).
+_SPANS = np.array([0.5, 1.0, 1.5, 2.0, 3.0, 4.0])
 _ANCHORS = 3
-_INDUCE_EVENTS = 12  # induction looks at the last this-many onsets
-_INDUCE_UNTIL = 8  # the first this-many onsets (of the performance, of a segment after a pause) are induced
-_KEEP_BONUS = 1.0  # the current grid's advantage in induction (log units): a new one must be clearly better
+_INDUCE_UNTIL = 8
+_RELOCK_FROM, _RELOCK_UNTIL = 3, 6  # after a pause, a new grid needs this many onsets, and to win twice
+_KEEP_BONUS = 1.0
 
-# Metrical relatives of the current beat considered at every onset.
-_FACTORS = (1.0, 2.0, 3.0, 0.5, 1 / 3, 1.5, 2 / 3)
+# Metrical relatives of the current beat, as period factors num/den.
+_NUM = np.array([1, 2, 3, 1, 1, 3, 2])
+_DEN = np.array([1, 1, 1, 2, 3, 2, 3])
+_STEP = _SUB * _NUM // _DEN  # a relative's beat in twelfths of the current one
 _OFFSET_EVENTS = 6  # a relative's beat passes through one of the last this-many onsets
 _SWITCH_MARGIN = 0.12  # log units a relative must win by ...
 _SWITCH_AFTER = 2  # ... at this many onsets in a row
 
-# Scoring weights (log units): recall (beats that have an onset), salience share on beats,
-# salience contrast (on-beat onsets more accented/longer than the rest), timing fit.
+# Scoring weights (log units, see `_score`).
 _W_RECALL = 1.0
-_W_CONTRAST = 1.0
+_W_CONTRAST = 1.5
+_W_SIMPLE = 2.0
 _W_UNPLACED = 2.0
 _W_FIT = 1.0
 _FIT_SD_S = 0.035
-_RECENCY_S = 4.0  # evidence older than this weighs e^-1 in scoring
+_RECENCY_S = 4.0  # evidence this old weighs e^-1 in scoring
 
-# Tracking fit.
+# Tracking.
 _FIT_HALFLIFE_BEATS = 6.0
-_CURVE_RIDGE = 30.0
+_STEADY_HALFLIFE_BEATS = 32.0  # the straight-line reading of a steady player remembers this long
+_STEADY_TOLERANCE, _STEADY_SLACK_S = 1.15, 0.002  # ... and is taken when its rms is within these of the drifting fit's
+_CURVE_RIDGE = 10.0  # a prior on the tempo drift: about 5 ms/beat^2 against 15 ms timing scatter
+_CURVE_CHANGE_RIDGE = 100.0  # ... and on its change across a pause
 _ROBUST_S = 0.05
-_SHRINK_K = 0.0
-_SHRINK_FLOOR_S = 0.01
-_GAP_S = 1.5  # a silence longer than this (and 3 beats) starts a new segment: the player may restart elsewhere
+_GAP_S = 1.5  # a silence this long (and 3 beats) starts a new segment: the player may restart elsewhere
+_MAX_T = 1e12  # seconds; beyond, positions would not fit their integers
 
 
 class BeatTracker:
     """The beat of a player's onsets: tempo, phase and a confidence, updated at every key press.
 
-    `onset()` is the only input; beat positions are continuous beat counts from the first onset
-    (beat 0), and stay put across re-estimates. Pure: no clock, no I/O; bounded work per onset.
+    `onset()` is the only input; beat positions count beats from the first onset (beat 0) and keep
+    their numbering across re-estimates. Pure (no clock, no I/O) and bounded: at most `max_events`
+    onsets of the last `window_s` seconds are looked at.
     """
 
     def __init__(
@@ -88,25 +99,26 @@ class BeatTracker:
         min_bpm: float = 50.0,
         max_bpm: float = 200.0,
         prior_bpm: float = 100.0,
-        prior_width: float = 0.5,
-        window_s: float = 8.0,
-        max_events: int = 32,
+        prior_width: float = 0.6,
+        window_s: float = 12.0,
+        max_events: int = 48,
     ) -> None:
-        if not (0 < min_bpm < max_bpm and math.isfinite(max_bpm)):
+        if not (0 < min_bpm < max_bpm < math.inf):
             raise ValueError(f"need 0 < min_bpm < max_bpm, got {min_bpm}, {max_bpm}")
         self.min_period = 60.0 / max_bpm
         self.max_period = 60.0 / min_bpm
         self.prior_bpm = min(max(prior_bpm, min_bpm), max_bpm)
         self.prior_width = prior_width  # sd of ln(bpm)
         self.window_s = window_s
-        cap = max(int(max_events), 4)
+        cap = max(int(max_events), 8)
         # The window of recent counted onsets, oldest first in [0, n).
         self._t = np.zeros(cap)
         self._vel = np.zeros(cap)
         self._notes = np.zeros(cap)
-        self._q = np.zeros(cap)  # grid position (beats)
-        self._lvl = np.zeros(cap, dtype=np.intp)
-        self._res = np.zeros(cap)  # seconds off the grid when placed
+        self._q = np.zeros(cap, dtype=np.int64)  # grid position, twelfths of a beat
+        self._has = np.zeros(cap, dtype=bool)  # has a position
+        self._lvl = np.zeros(cap, dtype=np.int64)
+        self._res = np.zeros(cap)  # seconds off the grid at the last fit (the newest: when placed)
         self._n = 0
         self._seg0 = 0  # window index where the current segment (after the last long gap) starts
         self._seg_events = 0
@@ -117,8 +129,9 @@ class BeatTracker:
         self._qa = 0.0
         self._period = 60.0 / self.prior_bpm
         self._pending = 0  # onsets in a row a metrical relative has won
+        self._relock_votes = 0  # onsets in a row a fresh grid has won after a pause
         self._margin = 0.0  # current grid's lead over its best relative (log units)
-        self._rms = 0.0
+        self._rms = 0.0  # weighted rms of the fit's residuals (s)
 
     # ------------------------------------------------------------------------------ Tempo
 
@@ -154,14 +167,17 @@ class BeatTracker:
 
     def onset(self, t: float, velocity: int = 64) -> None:
         """A key press at t seconds. Chord notes (within CHORD_S of the counted onset) count once;
-        non-finite times and times before the previous press are ignored."""
+        times that are not numbers, not finite or before the previous press are ignored."""
         try:
             t = float(t)
-            v = float(velocity)
         except (TypeError, ValueError):
             return
-        if not math.isfinite(t) or (self._last_t is not None and t < self._last_t):
+        if not abs(t) < _MAX_T or (self._last_t is not None and t < self._last_t):
             return
+        try:
+            v = float(velocity)
+        except (TypeError, ValueError):
+            v = 64.0
         v = min(max(v, 1.0), 127.0) if math.isfinite(v) else 64.0
         self._last_t = t
         n = self._n
@@ -172,22 +188,24 @@ class BeatTracker:
         gap = n > 0 and t - self._t[n - 1] > max(_GAP_S, 3.0 * self._period)
         self._push(t, v)
         self._count += 1
-        if self._count == 1:
+        if self._count == 1:  # the first onset is beat 0, at the prior's tempo until there is evidence
             self._ta, self._qa = t, 0.0
-            self._q[0], self._lvl[0], self._res[0] = 0.0, 0, 0.0
+            self._q[0], self._has[0], self._lvl[0] = 0, True, 0
             self._seg_events = 1
             return
         if gap:
             self._seg0 = self._n - 1
             self._seg_events = 0
         self._seg_events += 1
-        if self._seg_events == 1:  # the first onset after a pause: on the grid as it runs on
-            self._place_last()
-        elif self._seg_events <= _INDUCE_UNTIL:
-            self._induce(keep_bonus=_KEEP_BONUS if self._count > self._seg_events else 0.0)
+        opening = self._count == self._seg_events
+        if opening and self._seg_events <= _INDUCE_UNTIL:
+            self._induce(keep_bonus=0.0)
+        elif not opening and _RELOCK_FROM <= self._seg_events <= _RELOCK_UNTIL:
+            self._induce(keep_bonus=_KEEP_BONUS)  # after a pause: did the player restart elsewhere?
         else:
             self._place_last()
-            self._reconsider_metre()
+            if self._seg_events > _RELOCK_UNTIL or opening:
+                self._reconsider_metre()
         self._fit()
 
     # ------------------------------------------------------------------------------ window
@@ -195,31 +213,33 @@ class BeatTracker:
     def _push(self, t: float, v: float) -> None:
         n = self._n
         drop = int(np.searchsorted(self._t[:n], t - self.window_s, side="left")) if n else 0
-        if n - drop >= len(self._t):
-            drop = n - len(self._t) + 1
-        if drop:
-            for a in (self._t, self._vel, self._notes, self._q, self._lvl, self._res):
-                a[: n - drop] = a[drop:n]
-            n -= drop
-            self._seg0 = max(self._seg0 - drop, 0)
+        drop = max(drop, n - len(self._t) + 1)
+        if drop > 0:
+            self._drop(drop)
+            n = self._n
         self._t[n], self._vel[n], self._notes[n] = t, v, 1.0
-        self._q[n], self._lvl[n], self._res[n] = np.nan, 0, 0.0
+        self._q[n], self._has[n], self._lvl[n], self._res[n] = 0, False, 0, 0.0
         self._n = n + 1
 
-    def _salience(self, lo: int) -> np.ndarray:
-        """How much each onset in [lo, n) sounds like a beat: accent (velocity against the window's
-        mean), length (the time to the next onset against the median) and chord size."""
+    def _drop(self, k: int) -> None:
+        """Forget the k oldest onsets."""
         n = self._n
-        t = self._t[lo:n]
-        ioi = np.empty(n - lo)
-        ioi[:-1] = np.diff(t)
-        med = float(np.median(ioi[:-1])) if n - lo > 1 else self._period
-        ioi[-1] = med  # the last note's length is not known yet: neutral
-        length = np.sqrt(np.clip(ioi / max(med, 1e-3), 0.5, 2.5))
+        for a in (self._t, self._vel, self._notes, self._q, self._has, self._lvl, self._res):
+            a[: n - k] = a[k:n]
+        self._n = n - k
+        self._seg0 = max(self._seg0 - k, 0)
+
+    def _salience(self, lo: int) -> np.ndarray:
+        """How much each onset in [lo, n) sounds like a beat: length (the time to the next onset, in
+        beats), accent (velocity against the window's mean) and chord size."""
+        n = self._n
+        s = np.empty(n - lo)
+        s[:-1] = np.sqrt(np.clip(np.diff(self._t[lo:n]) / self._period, 0.25, 2.5))
+        s[-1] = s[:-1].mean() if n - lo > 1 else 1.0  # the last note's length is not known yet
         vel = self._vel[lo:n]
-        accent = np.clip((vel + 16.0) / (float(vel.mean()) + 16.0), 0.5, 2.0)
-        chord = np.minimum(1.0 + 0.3 * (self._notes[lo:n] - 1.0), 2.0)
-        return length * accent * chord
+        s *= np.clip((vel + 16.0) / (float(vel.mean()) + 16.0), 0.5, 2.0)
+        s *= np.minimum(1.0 + 0.3 * (self._notes[lo:n] - 1.0), 2.0)
+        return s
 
     # ------------------------------------------------------------------------------ scoring
 
@@ -227,37 +247,40 @@ class BeatTracker:
         self,
         hit: np.ndarray,
         placed: np.ndarray,
+        binary: np.ndarray,
+        ternary: np.ndarray,
         w: np.ndarray,
         s: np.ndarray,
         beats_w: np.ndarray,
         period: np.ndarray,
     ) -> np.ndarray:
-        """Log-score of C grid hypotheses over N onsets (hit/placed: C x N; w, s: N; beats_w, period: C).
+        """Log-score of C grid hypotheses over N onsets (boolean masks C x N; w, s: N; C-vectors).
+        binary/ternary: the onsets on the beat or its halves, on the beat or its thirds.
 
-        recall: share of the grid's beats that have an onset; precision: share of the salience that
-        falls on beats, sharpened by the contrast of on-beat salience to the average one; the prior
-        on tempo; a penalty for onsets the grid cannot place."""
+        recall: the share of the grid's beats that have an onset; contrast: how much more salient
+        (accented, long) the onsets on beats are than the average onset; simplicity: the share of
+        onsets on the beat or its halves (or thirds: compound time), which keeps a beat from being
+        a whole bar; the log-normal tempo prior; onsets the grid cannot place count against it."""
         eps = 1e-6
         total_w = float(w.sum()) + eps
-        total_s = float((w * s).sum()) + eps
+        mean_s = max(float(w @ s) / total_w, eps)
         hw = hit @ w
+        simple = np.maximum(binary @ w, ternary @ w) / total_w
         recall = np.minimum(hw / np.maximum(beats_w, eps), 1.0)
-        share_s = (hit @ (w * s)) / total_s
-        share_n = hw / total_w
-        placed_share = (placed @ w) / total_w
+        contrast = (hit @ (w * s)) / np.maximum(hw, eps) / mean_s
         prior = -0.5 * (np.log(60.0 / (period * self.prior_bpm)) / self.prior_width) ** 2
         return (
             _W_RECALL * np.log(recall + eps)
-            + (1.0 + _W_CONTRAST) * np.log(share_s + eps)
-            - _W_CONTRAST * np.log(share_n + eps)
-            + _W_UNPLACED * np.log(placed_share + eps)
+            + _W_CONTRAST * np.log(contrast + eps)
+            + _W_SIMPLE * np.log(simple + eps)
+            + _W_UNPLACED * np.log(placed @ w / total_w + eps)
             + prior
         )
 
     @staticmethod
-    def _beats_in(first: np.ndarray, last: float, phase: np.ndarray, step: np.ndarray, decay: np.ndarray) -> np.ndarray:
-        """Recency-weighted count of grid points phase + k*step in [first, last] (weight
-        exp(-decay * (last - point)) each), in closed form."""
+    def _beats_in(first: float, last: float, phase: np.ndarray, step: np.ndarray, decay: float) -> np.ndarray:
+        """Recency-weighted count of the grid points phase + k*step in [first, last] (each weighs
+        exp(-decay * (last - point))), in closed form."""
         k_lo = np.ceil((first - phase) / step - 1e-9)
         k_hi = np.floor((last - phase) / step + 1e-9)
         count = np.maximum(k_hi - k_lo + 1.0, 0.0)
@@ -267,204 +290,198 @@ class BeatTracker:
 
     @staticmethod
     def _quantise(x: np.ndarray, period: np.ndarray | float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Nearest grid positions of beat positions x (the simpler one when nearly as near):
-        (positions, levels, seconds off)."""
+        """Grid positions of beat positions x: (twelfths, levels, seconds off)."""
         base = np.floor(x)
         d = ((x - base)[..., None] - _FRACS) * (np.asarray(period)[..., None] / _PLACE_SD_S)
-        cost = 0.5 * d * d + _LEVEL_COST
-        k = np.argmin(cost, axis=-1)
-        q = base + _FRACS[k]
-        return q, _LEVEL[k], (x - q) * period
+        k = np.argmin(0.5 * d * d + _LEVEL_COST, axis=-1)
+        q12 = base.astype(np.int64) * _SUB + _FRAC12[k]
+        return q12, _LEVEL[k], (x - q12 / _SUB) * period
 
     # ------------------------------------------------------------------------------ induction
 
     def _induce(self, keep_bonus: float) -> None:
-        """Choose tempo and phase afresh from the segment's recent onsets, the running grid among
-        the candidates (with a bonus, so that it is kept unless clearly worse)."""
+        """Choose tempo and phase afresh from the segment's onsets; the running grid is one of the
+        candidates (after a pause with a bonus: kept unless the new onsets clearly say otherwise)."""
         n = self._n
-        lo = max(self._seg0, n - _INDUCE_EVENTS)
+        lo = self._seg0
         t = self._t[lo:n]
         m = n - lo
-        anchors = np.arange(max(m - _ANCHORS, 0), m)
-        ia, ja = np.meshgrid(anchors, np.arange(m), indexing="ij")
-        ia, ja = ia.ravel(), ja.ravel()
-        keep = ia != ja
-        ia, ja = ia[keep], ja[keep]
-        spans = np.abs(t[ia] - t[ja])
-        period = (spans[:, None] / _SPANS[None, :]).ravel()
+        ia = np.repeat(np.arange(max(m - _ANCHORS, 0), m), m)
+        ja = np.tile(np.arange(m), min(m, _ANCHORS))
+        ia, ja = ia[ia != ja], ja[ia != ja]
+        period = (np.abs(t[ia] - t[ja])[:, None] / _SPANS).ravel()
         phase = np.repeat(t[ia], len(_SPANS))
         ok = (period >= self.min_period) & (period <= self.max_period)
-        period, phase = period[ok], phase[ok]
-        # The running grid, as a candidate: its beat nearest the last onset.
-        cur_phase = self.time_at(round(self._qa + (t[-1] - self._ta) / self._period))
-        period = np.append(period, self._period)
-        phase = np.append(phase, cur_phase)
-        x = (t[None, :] - phase[:, None]) / period[:, None]
-        q, lvl, res = self._quantise(x, period[:, None])
-        tol = 0.06 + 0.08 * period[:, None]
-        placed = (np.abs(res) <= tol) & (lvl < 4)
+        # The running grid (last), as its beat nearest the newest onset.
+        period = np.append(period[ok], self._period)
+        phase = np.append(phase[ok], self.time_at(round(self._qa + (t[-1] - self._ta) / self._period)))
+        x = (t - phase[:, None]) / period[:, None]
+        q12, lvl, res = self._quantise(x, period[:, None])
+        placed = (np.abs(res) <= 0.06 + 0.08 * period[:, None]) & (lvl < 4)
         hit = placed & (lvl == 0)
         w = np.exp(-(t[-1] - t) / _RECENCY_S)
-        s = self._salience(lo)
-        beats = self._beats_in(np.full(len(period), t[0] - 0.05), t[-1] + 0.05, phase, period, np.full(len(period), 1.0 / _RECENCY_S))
-        score = self._score(hit.astype(float), placed.astype(float), w, s, beats, period)
-        # Timing fit, about each grid's mean offset: tracking re-fits the phase anyway.
+        beats = self._beats_in(t[0] - 0.05, t[-1] + 0.05, phase, period, 1.0 / _RECENCY_S)
+        binary = placed & (lvl <= 1)
+        ternary = placed & ((lvl == 0) | (lvl == 2))
+        score = self._score(hit, placed, binary, ternary, w, self._salience(lo), beats, period)
+        # Timing fit about each grid's mean offset (tracking re-fits the phase anyway).
         wp = w * placed
         sw = np.maximum(wp.sum(axis=1), 1e-9)
         off = (wp * res).sum(axis=1) / sw
-        score -= _W_FIT * 0.5 * ((wp * ((res - off[:, None]) / _FIT_SD_S) ** 2).sum(axis=1) / sw)
+        score -= _W_FIT * 0.5 * (wp * ((res - off[:, None]) / _FIT_SD_S) ** 2).sum(axis=1) / sw
         score[-1] += keep_bonus
         best = int(np.argmax(score))
-        if best == len(score) - 1 and keep_bonus > 0:
-            self._place_last()
-            return
+        # The lead over the best reading that is another grid (not the same beats found twice).
+        same = np.abs(np.log(period / period[best])) < 0.04
+        d = (phase - phase[best]) / period[best]
+        same &= np.abs(d - np.round(d)) < 0.1
+        self._margin = float(score[best] - np.max(score, where=~same, initial=score[best] - 1.0))
+        if keep_bonus > 0:
+            self._relock_votes = self._relock_votes + 1 if best != len(score) - 1 else 0
+            if self._relock_votes < 2:
+                self._place_last()
+                return
         # Number the chosen grid on from the running one, so that the present keeps its beat count.
         x_old = self._qa + (t[-1] - self._ta) / self._period
         shift = round(x_old - x[best, -1])
-        if keep_bonus > 0 and lo > 0:  # a restart elsewhere: what came before the pause no longer fits
+        self._q[lo:n] = q12[best] + shift * _SUB
+        self._has[lo:n] = placed[best]
+        self._lvl[lo:n] = lvl[best]
+        self._res[lo:n] = res[best] - off[best]
+        if lo > 0:  # a restart elsewhere: what came before the pause no longer fits
             self._drop(lo)
-            lo, n = 0, self._n
-        self._q[lo:n] = q[best] + shift
-        self._lvl[lo:n] = np.where(placed[best], lvl[best], 4)
-        self._res[lo:n] = res[best]
-        self._q[:lo] = np.nan  # older onsets (beyond induction's reach) are not re-read
         self._period = float(period[best])
         self._ta, self._qa = float(t[-1]), float(x[best, -1] + shift)
-        self._pending = 0
-
-    def _drop(self, k: int) -> None:
-        n = self._n
-        for a in (self._t, self._vel, self._notes, self._q, self._lvl, self._res):
-            a[: n - k] = a[k:n]
-        self._n = n - k
-        self._seg0 = max(self._seg0 - k, 0)
+        self._pending = self._relock_votes = 0
 
     # ------------------------------------------------------------------------------ tracking
 
     def _place_last(self) -> None:
+        """The newest onset's position on the running grid (`_quantise` for one onset, unrolled)."""
         i = self._n - 1
         x = self._qa + (self._t[i] - self._ta) / self._period
-        q, lvl, res = self._quantise(np.array([x]), self._period)
-        self._q[i], self._lvl[i], self._res[i] = q[0], lvl[0], res[0]
+        base = math.floor(x)
+        scale = self._period / _PLACE_SD_S
+        costs = [0.5 * ((x - base - f) * scale) ** 2 + c for f, c in _FRAC_COST]
+        k = costs.index(min(costs))
+        self._q[i], self._has[i], self._lvl[i] = base * _SUB + int(_FRAC12[k]), True, int(_LEVEL[k])
+        self._res[i] = (x - base - _FRAC_COST[k][0]) * self._period
 
     def _reconsider_metre(self) -> None:
-        """Compare the grid with its metrical relatives on the positions already placed, and switch
-        to one that wins clearly and twice in a row (renumbered to keep the present's beat count)."""
+        """Score the grid against its metrical relatives on the positions already placed; switch to
+        one that wins clearly at two onsets in a row (numbered on so the present keeps its count)."""
         n = self._n
-        valid = np.flatnonzero(np.isfinite(self._q[:n]) & (self._lvl[:n] < 4))
-        if len(valid) < 4:
+        idx = np.flatnonzero(self._has[:n] & (self._lvl[:n] < 4))
+        if len(idx) < 4:
             return
-        q = self._q[valid]
-        t = self._t[valid]
+        q = self._q[idx]
+        # Candidates: the grid itself (first), then each factor with its beat through a recent onset.
         recent = q[-_OFFSET_EVENTS:]
-        fs: list[float] = []
-        offs: list[float] = []
-        for f in _FACTORS:
-            o = np.unique(np.round(np.mod(recent, f) * 12.0) / 12.0)
-            o = o[o < f - _EXACT]
-            if f == 1.0:
-                o = np.union1d(o, [0.0])
-            fs.extend([f] * len(o))
-            offs.extend(o.tolist())
-        f_a = np.array(fs)
-        off_a = np.array(offs)
-        period = self._period * f_a
-        ok = ((period >= self.min_period * 0.999) & (period <= self.max_period * 1.001)) | (f_a == 1.0)
-        f_a, off_a, period = f_a[ok], off_a[ok], period[ok]
-        cur = int(np.flatnonzero((f_a == 1.0) & (np.abs(off_a) < _EXACT))[0])
-        y = (q[None, :] - off_a[:, None]) / f_a[:, None]
-        frac = y - np.floor(y)
-        on_grid = np.abs(frac[..., None] - _FRACS).min(axis=-1) < 1e-5
-        hit = np.minimum(frac, 1.0 - frac) < 1e-5
-        lvl = self._lvl[valid]
+        fi = np.concatenate(([0], np.repeat(np.arange(len(_STEP)), len(recent))))
+        off = np.concatenate(([0], (recent[None, :] % _STEP[:, None]).ravel()))
+        num, den, step = _NUM[fi], _DEN[fi], _STEP[fi]
+        period = self._period * num / den
+        # Positions in each relative's beats, in twelfths where representable.
+        rel = (q[None, :] - off[:, None]) * den[:, None]
+        exact = rel % num[:, None] == 0
+        lvl = np.where(exact, _LEVEL_OF12[(rel // num[:, None]) % _SUB], -1)
+        t = self._t[idx]
         w = np.exp(-(t[-1] - t) / _RECENCY_S)
-        s = self._salience(0)[valid]
-        decay = self._period / _RECENCY_S  # per old beat
-        beats = self._beats_in(np.full(len(f_a), q[0]), float(q[-1]), off_a, f_a, np.full(len(f_a), decay))
-        score = self._score(hit.astype(float), (on_grid & (lvl[None, :] < 4)).astype(float), w, s, beats, period)
-        others = np.delete(score, cur)
-        best_other = int(np.argmax(others))
-        best = best_other + (best_other >= cur)
-        self._margin = float(score[cur] - others[best_other]) if len(others) else 1.0
-        if score[best] <= score[cur] + _SWITCH_MARGIN:
+        beats = self._beats_in(float(q[0]), float(q[-1]), off * 1.0, step * 1.0, self._period / (_SUB * _RECENCY_S))
+        binary, ternary = lvl <= 1, (lvl == 0) | (lvl == 2)
+        score = self._score(lvl == 0, lvl >= 0, binary, ternary, w, self._salience(0)[idx], beats, period)
+        out = (period < self.min_period * 0.999) | (period > self.max_period * 1.001) | ((fi == 0) & (off == 0))
+        out[0] = False
+        score[out] = -np.inf
+        cur, score[0] = score[0], -np.inf
+        best = int(np.argmax(score))
+        self._margin = float(cur - score[best])
+        if score[best] <= cur + _SWITCH_MARGIN:
             self._pending = 0
             return
         self._pending += 1
-        if self._pending < _SWITCH_AFTER:
-            return
-        f, off = float(f_a[best]), float(off_a[best])
+        if self._pending >= _SWITCH_AFTER:
+            self._switch(int(num[best]), int(den[best]), int(off[best]))
+
+    def _switch(self, num: int, den: int, off: int) -> None:
+        """Make the relative with period x num/den, beat through position `off` (twelfths), the grid."""
+        n = self._n
         x_now = self._qa + (self._t[n - 1] - self._ta) / self._period
-        shift = round(x_now - (x_now - off) / f)
-        qa = (self._qa - off) / f + shift
-        allq = self._q[:n]
-        newq = (allq - off) / f + shift
-        fr = newq - np.floor(newq)
-        d = np.abs(fr[:, None] - _FRACS)
-        k = np.argmin(d, axis=1)
-        exact = d[np.arange(n), k] < 1e-5
-        self._q[:n] = np.floor(newq) + _FRACS[k]
-        self._lvl[:n] = np.where(exact, _LEVEL[k], 4)
-        self._period *= f
-        self._qa = qa
+        new_now = (x_now - off / _SUB) * den / num
+        shift = round(x_now - new_now)
+        rel = (self._q[:n] - off) * den
+        exact = rel % num == 0
+        within = (rel // num) % _SUB
+        lvl = np.where(exact, _LEVEL_OF12[within], -1)
+        self._q[:n] = np.where(exact, rel // num, np.rint(rel / num).astype(np.int64)) + shift * _SUB
+        self._has[:n] &= lvl >= 0
+        self._lvl[:n] = np.maximum(lvl, 0)
+        self._qa = new_now + shift
+        self._period *= num / den
         self._pending = 0
         self._margin = 0.0
 
     def _fit(self) -> None:
         """Phase and period from the placed onsets: weighted least squares of time on position with
-        a ridged curvature term (the tempo drifting), read off at the newest onset. Across a pause
-        the drift may change (a knot at the last onset before it): the tempo goes on as it was
-        until the new onsets show otherwise."""
+        a ridged curvature term (the tempo drifting), read off at the newest onset. A pause holds
+        the tempo (the last onset before it and the first after it share it) and the drift goes on
+        after it, free to change as the new onsets show."""
         n = self._n
-        ok = np.isfinite(self._q[:n])
-        if ok.sum() < 2:
+        idx = np.flatnonzero(self._has[:n])
+        if len(idx) < 2:
             return
-        idx = np.flatnonzero(ok)
-        q = self._q[idx]
         t = self._t[idx]
-        q_last = float(q[-1])
-        u = q - q_last
-        if np.ptp(u) < 0.5:
+        u = (self._q[idx] - self._q[idx[-1]]) / _SUB
+        if u[0] > -0.5:
             return
         w0 = _FIT_WEIGHT[self._lvl[idx]] * np.exp(u * (math.log(2.0) / _FIT_HALFLIFE_BEATS))
+        x = np.empty((len(u), 4))
+        x[:, 0] = 1.0
+        x[:, 1] = u
         before = idx < self._seg0
-        if before.any() and not before.all():
-            uk = float(u[before][-1])
-            d2 = (u - uk) ** 2
-            x = np.stack([np.ones_like(u), u, np.where(before, d2, 0.0), np.where(before, 0.0, d2)], axis=1)
+        if before.any():  # columns 2, 3: the drift, and its change after the pause
+            uk, ur = float(u[before][-1]), float(u[~before][0])
+            x[:, 2] = np.where(before, (u - uk) ** 2, (u - ur) ** 2)
+            x[:, 3] = np.where(before, 0.0, (u - ur) ** 2)
         else:
-            uk = 0.0
-            x = np.stack([np.ones_like(u), u, np.zeros_like(u), u * u], axis=1)
-        ridge = np.array([0.0, 0.0, _CURVE_RIDGE, _CURVE_RIDGE])
-        w = w0
-        for _ in range(2):  # least squares, then again with onsets far off the first fit weighed down
-            xw = x * w[:, None]
-            a = xw.T @ x + np.diag(ridge)
+            ur = 0.0
+            x[:, 2] = u * u
+            x[:, 3] = 0.0
+        # Onsets far off the previous fit weigh less (robust to a misread position or a fumble).
+        w = w0 / (1.0 + (self._res[idx] / _ROBUST_S) ** 2)
+        xw = x * w[:, None]
+        a = xw.T @ x
+        a[2, 2] += _CURVE_RIDGE
+        a[3, 3] += _CURVE_CHANGE_RIDGE
+        try:
+            coef = np.linalg.solve(a, xw.T @ t)
+        except np.linalg.LinAlgError:
+            return
+        if not np.all(np.isfinite(coef)):
+            return
+        res = t - x @ coef
+        self._res[idx] = res
+        drift = float(coef[2] + coef[3])
+        period = float(coef[1] - 2.0 * drift * ur)
+        ta = float(coef[0] + drift * ur * ur)
+        rms = float(np.sqrt((w0 * res * res).sum() / w0.sum()))
+        # A player who keeps a steady tempo is better read by a straight line over the whole window
+        # (a long memory, no drift term): its period is several times more precise, which is what
+        # keeps an answer of ten seconds on the grid after the player stopped. Taken when it
+        # explains the recent onsets about as well as the drifting fit does.
+        if not before.any():
+            ws = np.exp(u * (math.log(2.0) / _STEADY_HALFLIFE_BEATS)) / (1.0 + (res / _ROBUST_S) ** 2)
+            xs = x[:, :2]
             try:
-                coef = np.linalg.solve(a, xw.T @ t)
+                cs = np.linalg.solve((xs * ws[:, None]).T @ xs, (xs * ws[:, None]).T @ t)
             except np.linalg.LinAlgError:
-                return
-            if not np.all(np.isfinite(coef)):
-                return
-            res = t - x @ coef
-            w = w0 / (1.0 + (res / _ROBUST_S) ** 2)
-        # Keep the drift only as far as the data show it (it costs precision when the tempo holds):
-        # shrink each curvature by its significance and re-fit phase and period under it.
-        sigma2 = max(float((w * res * res).sum() / w.sum()), _SHRINK_FLOOR_S**2)
-        try:
-            var = np.diag(np.linalg.inv(a))[2:] * sigma2
-        except np.linalg.LinAlgError:
-            return
-        c = coef[2:]
-        c = c * c * c / (c * c + _SHRINK_K * var + 1e-30)
-        y = t - x[:, 2:] @ c
-        xw = x[:, :2] * w[:, None]
-        try:
-            lin = np.linalg.solve(xw.T @ x[:, :2], xw.T @ y)
-        except np.linalg.LinAlgError:
-            return
-        coef = np.concatenate([lin, c])
-        ta = float(coef[0] + coef[3] * uk * uk)
-        period = float(coef[1] - 2.0 * coef[3] * uk)
-        period = min(max(period, self.min_period * 0.8), self.max_period * 1.25)
-        self._ta, self._qa, self._period = ta, q_last, period
-        self._rms = float(np.sqrt((w0 * res * res).sum() / w0.sum()))
+                cs = None
+            if cs is not None and np.all(np.isfinite(cs)):
+                rs = t - xs @ cs
+                rms_s = float(np.sqrt((w0 * rs * rs).sum() / w0.sum()))
+                if rms_s <= rms * _STEADY_TOLERANCE + _STEADY_SLACK_S:
+                    ta, period, rms = float(cs[0]), float(cs[1]), rms_s
+        self._ta = ta
+        self._qa = float(self._q[idx[-1]] / _SUB)
+        self._period = min(max(period, self.min_period), self.max_period)
+        self._rms = rms

@@ -67,6 +67,7 @@ DISSONANT_WEIGHT = 0.01  # a pitch that clashes with a sounding player note keep
 HELD_MAX_S = 30.0  # a key "held" this long with nothing else happening lost its note-off somewhere
 FLOOD_MEMORY_S = 10.0  # held keys are not trusted this long after a smash (its tail may still trickle in)
 BAR_ENTRY_BEATS = 1.0  # call mode enters on the bar line when it is at most this far after the next beat
+ENTRY_LIFT = 1.15  # a residue mod 2 (3) holding this many times 1/2 (1/3) of a phrase's on-beat onsets is the beat
 
 
 class Settings(Protocol):
@@ -81,6 +82,7 @@ class Settings(Protocol):
     low_pitch: int
     high_pitch: int
     accompany: str  # bass | chords | voice
+    variation: float  # 0 = an answer may echo the player's material, 1 = free
 
 
 @dataclass(frozen=True)
@@ -96,13 +98,14 @@ class PlaySettings:
     low_pitch: int = 21
     high_pitch: int = 108
     accompany: str = "bass"
+    variation: float = 0.5
 
 
 class StreamLike(Protocol):
     def observe(self, event: NoteEvent, learn: bool | None = None) -> Any: ...
 
     def sample(self, temperature: float, rng: np.random.Generator, top_p: float | None = None, low: int = 0, high: int = 127,
-               pitch_weights: np.ndarray | None = None, role: Role = Role.PLAYER) -> NoteEvent: ...
+               pitch_weights: np.ndarray | None = None, role: Role = Role.PLAYER, variation: float = 0.0) -> NoteEvent: ...
 
     def reset(self) -> None: ...
 
@@ -192,6 +195,7 @@ class Engine:
         self.temperature = cfg.temperature
         self.silence_s = cfg.silence_s
         self.accompany = cfg.accompany
+        self.variation = cfg.variation
         self.answer_len = answer_len  # `continue --seconds`: every answer this long instead of the phrase's
         self.events_left = max_events  # `continue --events`: total ripieno notes, None = unbounded
         self.plans_per_wake = plans_per_wake
@@ -211,6 +215,7 @@ class Engine:
         self.held: dict[int, float] = {}  # the player's sounding keys: pitch -> onset
         self.ours: list[tuple[float, float, int]] = []  # ripieno's planned notes (on, off, pitch), pruned
         self.struck_beat: float | None = None  # the beat an accompaniment last struck on
+        self.phrase_onsets: deque[float] = deque(maxlen=64)  # the phrase's onsets, for where its beats fall
 
     # ---------------------------------------------------------------------------------- control
 
@@ -314,6 +319,7 @@ class Engine:
         self.stats.notes_in += 1
         if self._admit(self.recent_in, ev.t, OBSERVE_PER_S):
             beat = self.beat_at(ev.t)
+            self.phrase_onsets.append(ev.t)
             pos, bar = self._place(beat)
             duration = self.player.duration() / self.period
             self._observe(NoteEvent(ev.pitch, self._step_to(beat), duration, ev.velocity, Role.PLAYER, pos, bar), beat, learn=True)
@@ -421,10 +427,38 @@ class Engine:
             if self.plan is not None and now >= self.time_at(self.plan.end):
                 self.plan = None
 
+    def _entry_group(self) -> tuple[int, int]:
+        """(group, residue): where the player's onsets said the beat really is, when the source's beat
+        is a fraction of the metre's (a tracker that hears the eighths of a 2/4 tune, or of a jig).
+
+        The phrase's onsets are placed on the source's grid as it stands now (a tracker may have
+        renumbered its beats since), those on a beat counted by beat number mod 2 and mod 3; when
+        one residue clearly holds most of them, the answer enters on a beat of that residue (the
+        grid point the player's notes fall on most often), else on the next beat, group 1.
+        """
+        v = np.zeros(6)
+        for t in self.phrase_onsets:
+            b = self.beat_at(t)
+            if abs(b - round(b)) <= ON_BEAT / 2:
+                v[int(round(b)) % 6] += 1.0
+        best = (1, 0, 0.0)
+        for group in (2, 3):
+            counts = np.array([v[r::group].sum() for r in range(group)])
+            total = counts.sum()
+            if total < 4:
+                continue
+            lift = counts.max() / total * group  # 1 = no residue stands out
+            if lift >= ENTRY_LIFT and lift > best[2]:
+                best = (group, int(counts.argmax()), lift)
+        return best[0], best[1]
+
     def _begin_answer(self, now: float) -> None:
         """The answer enters on the next beat (or the bar line just after it) and lasts about the phrase."""
         length = self.answer_len or clamp(self.player.phrase_length(), MIN_ANSWER_S, self.cfg.answer_s)
         start = math.ceil(self.beat_at(now + self._lookahead()) - 1e-6)
+        group, residue = self._entry_group()
+        while start % group != residue % group:
+            start += 1
         bar = self.tempo.bar_beats
         if bar > 0:
             line = self.tempo.bar_start(start)
@@ -434,6 +468,7 @@ class Engine:
                 start = line
         self.plan = Plan(start=start, end=start + length / self.period, cursor=start)
         self.player.close_phrase()
+        self.phrase_onsets.clear()
         log.debug("answering for %.2f s from beat %.2f", length, start)
 
     def _fill(self, now: float) -> None:
@@ -458,7 +493,7 @@ class Engine:
         if sounding:
             weights = np.ones(128)
             weights[sounding] = 0.0  # never strike a pitch ripieno still sounds (a doubled note is a click)
-        ev = self.stream.sample(self.temperature, self.rng, low=low, high=high, pitch_weights=weights, role=Role.PLAYER)
+        ev = self.stream.sample(self.temperature, self.rng, low=low, high=high, pitch_weights=weights, role=Role.PLAYER, variation=self.variation)
         self.stats.add_step((time.perf_counter() - t0) * 1e6)
         self.model_velocities.append(ev.velocity)
         beat = plan.start if plan.first else plan.cursor + ev.step
