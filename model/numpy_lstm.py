@@ -6,7 +6,8 @@ checkpoint. Why not torch: for batch 1, seq 1 the framework overhead is larger t
 
 Folds done at export (exact up to float32 rounding):
 - layer 0's input projection is applied to every embedding row in advance, so the input of
-  layer 0 is a sum of K table rows instead of a (4H x E) matrix-vector product;
+  layer 0 is a sum of K table rows instead of a (4H x E) matrix-vector product; the twelve
+  one-bit lead columns are summed in advance too, six bits to a table of 64 rows;
 - both LSTM biases are summed; layers >= 1 use one [W_ih | W_hh] product on [x; h];
 - a tied pitch output (E @ proj) is folded into one (128 x H) matrix;
 - the timing heads' pitch conditioning (cond embedding through the first head layer, plus its
@@ -57,6 +58,19 @@ class NumpyLSTM:
             e = _np(emb.weight)
             self.tables.append(np.ascontiguousarray(e @ w_ih0[:, off : off + e.shape[1]].T))
             off += e.shape[1]
+        # the twelve one-bit lead columns become two tables of 64 rows (six bits each): two row
+        # additions per step instead of twelve, the same sums
+        cols = cfg.encoding.columns
+        self.lead_at = cols.index("lead0") if "lead0" in cols else -1
+        if self.lead_at >= 0:
+            bits = self.tables[self.lead_at : self.lead_at + 12]
+            m = np.arange(64)
+            self.lead_tables = [
+                np.ascontiguousarray(sum(bits[h * 6 + k][(m >> k) & 1] for k in range(6)).astype(np.float32)) for h in range(2)
+            ]
+            self.tables = self.tables[: self.lead_at] + self.tables[self.lead_at + 12 :]
+            self.lead_weights = (1 << np.arange(12)).astype(np.int64)
+        self.table_cols = [i for i in range(len(cols)) if not (self.lead_at >= 0 and self.lead_at <= i < self.lead_at + 12)]
         self.bias = [_np(getattr(lstm, f"bias_ih_l{k}")) + _np(getattr(lstm, f"bias_hh_l{k}")) for k in range(self.layers)]
         self.w_hh0 = _np(lstm.weight_hh_l0)  # (4H, H)
         self.w_cat = [np.ascontiguousarray(np.concatenate([_np(getattr(lstm, f"weight_ih_l{k}")), _np(getattr(lstm, f"weight_hh_l{k}"))], axis=1)) for k in range(1, self.layers)]
@@ -123,8 +137,13 @@ class NumpyLSTM:
         gates, H = buf.gates, self.hidden
         np.dot(self.w_hh0, h[0], out=gates)
         gates += self.bias[0]
-        for table, t in zip(self.tables, tokens):
-            gates += table[t]
+        if self.lead_at >= 0:
+            a = self.lead_at
+            mask = int(tokens[a : a + 12] @ self.lead_weights)
+            gates += self.lead_tables[0][mask & 63]
+            gates += self.lead_tables[1][mask >> 6]
+        for table, i in zip(self.tables, self.table_cols):
+            gates += table[tokens[i]]
         self._cell(gates, c[0], h[0], buf.tmp)
         xh = buf.xh
         for k in range(1, self.layers):

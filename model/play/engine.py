@@ -507,9 +507,11 @@ class Engine:
             onset = self.time_at(beat)
         if onset >= self.time_at(plan.end):
             return False
-        if self.ours and ev.step == 0 and len(self._ours_at(onset)) >= self.cfg.max_polyphony:
-            plan.cursor, plan.first = beat, False  # a chord at its limit: the note is not planned
-            return True
+        if self.ours and ev.step == 0:
+            together = sum(1 for on, _, _ in self.ours if abs(on - onset) < 1e-9)
+            if together >= min(self.player.chord_size(), self.cfg.max_polyphony) or len(self._ours_at(onset)) >= self.cfg.max_polyphony:
+                plan.cursor, plan.first = beat, False  # chords no larger than the player's (and polyphony): not planned
+                return True
         duration = clamp(ev.duration * self.period, MIN_NOTE_S, 4.0)
         off = min(onset + duration, self.time_at(plan.end) + TAIL_S)
         velocity = scaled_velocity(ev.velocity, statistics.fmean(self.model_velocities), self.player.velocity())

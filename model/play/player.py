@@ -34,6 +34,7 @@ class Player:
         self.pedal_down = False
         self.pedal_up_at: float | None = None  # when the sustain pedal was last lifted
         self.pitches: deque[int] = deque(maxlen=2 * WINDOW)  # recent pitches: the player's register
+        self.chord_sizes: deque[int] = deque(maxlen=WINDOW)  # notes per recent onset: the player's texture
         self.last_pitch: int | None = None
 
     def key_down(self, t: float, velocity: int, pitch: int | None = None) -> None:
@@ -41,6 +42,9 @@ class Player:
             self.iois.append(t - self.last_onset)
         if self.last_onset is None or t - self.last_onset >= CHORD_S:
             self.last_onset = t
+            self.chord_sizes.append(1)
+        else:
+            self.chord_sizes[-1] += 1
         self.velocities.append(velocity)
         if pitch is not None:
             self.pitches.append(pitch)
@@ -71,6 +75,10 @@ class Player:
     def ioi(self, default: float = 0.25) -> float:
         """Median inter-onset interval of recent beats (chord notes excluded): the player's pulse."""
         return statistics.median(self.iois) if self.iois else default
+
+    def chord_size(self) -> int:
+        """The largest chord among the player's recent onsets (1: a melody): answers keep within it."""
+        return max(self.chord_sizes) if self.chord_sizes else 1
 
     def velocity(self, default: int = 80) -> float:
         return statistics.fmean(self.velocities) if self.velocities else default
