@@ -19,9 +19,20 @@ Bars are `bar_beats` long and start at beat 0 (`[tempo] beats_per_bar`).
 
 Smoothing. Tick times are fitted with a least-squares line (time against tick count) over the
 last FIT_TICKS ticks (two beats): with 1 ms of Gaussian jitter per tick the tempo comes out within
-0.1 % at 100 bpm, and the phase within a fraction of a millisecond. A run of ticks far from the
-line (a tempo jump) or a gap longer than STALE_S restarts the fit; until MIN_TICKS ticks are in
-it again, the last known tempo continues from the newest tick.
+0.1 % at 100 bpm, and the phase within a fraction of a millisecond. Ticks far off the line
+(OUTLIER_PERIODS: a callback that waited for the GIL) are left out of it. A run of ticks far from
+the line (a tempo jump), a gap longer than STALE_S, or a first tick after Start off the old phase
+restarts the fit; until MIN_TICKS ticks are in it again, the last known tempo continues from the
+newest tick.
+
+Lost ticks. A tick that never arrived (a JACK xrun drops a cycle's events; measured in this
+project's tests on a loaded 2-core box: with jackd logging xruns, ripieno's answers sat one or two
+ticks, 21-45 ms, behind the clock's grid) would put every later note late. So a tick k whole
+ticks behind the line (within SLIP_TOLERANCE), right after one on it, with the next tick
+agreeing, counts as k lost ticks, and the position moves on by k (`lost_ticks` counts them); the
+same jump ahead of the line takes back a loss that was none. A single late tick followed by one
+back on the line (a delayed callback) is no loss and changes nothing; a tempo change drifts off
+the line tick by tick and is a refit instead.
 
 Running and stopped (defined here, since the protocol leaves it open):
 - Before any Start or Continue the song position is unknown: ticks give the tempo, but
@@ -57,7 +68,21 @@ STALE_S = 0.5  # no tick for this long: confidence 0, and the next tick starts a
 HOLD_TICKS = 4.0  # confidence holds at 1 for this many tick periods without a tick
 JUMP_PERIODS = 0.5  # a tick this far off the line (in tick periods) ...
 JUMP_RUN = 3  # ... this many times in a row: the tempo jumped, refit from those ticks
+OUTLIER_PERIODS = 0.25  # a tick this far off the fitted line (in periods, or OUTLIER_S) is left out of it
+OUTLIER_S = 0.003
+SLIP_TOLERANCE = 0.35  # ticks: how close to a whole number of ticks off the line means lost ticks
 MIN_PERIOD_S = 60.0 / (CLOCKS_PER_BEAT * 1000.0)  # faster than 1000 bpm is not a clock: ignored as a fit
+
+
+def _line(points: Sequence[tuple[int, float]]) -> tuple[float, float, float] | None:
+    """Least squares t = t_mean + (n - n_mean) * period: (n_mean, t_mean, period), or None for no clock."""
+    k = len(points)
+    mn = sum(x for x, _ in points) / k
+    mt = sum(y for _, y in points) / k
+    sxx = sum((x - mn) ** 2 for x, _ in points)
+    sxy = sum((x - mn) * (y - mt) for x, y in points)
+    slope = sxy / sxx if sxx > 0 else 0.0
+    return (mn, mt, slope) if slope >= MIN_PERIOD_S else None
 
 
 class MidiClock:
@@ -70,6 +95,10 @@ class MidiClock:
         self._last_t: float | None = None  # arrival time of the newest tick
         self._window: deque[tuple[int, float]] = deque(maxlen=FIT_TICKS)
         self._off_line = 0  # consecutive ticks far from the fitted line
+        self._pending: list[int] = []  # ticks since the last one on the line: how many ticks each came late
+        self._base_r = 0.0  # offset from the line (in ticks) of the last tick taken as on it
+        self._resync = False  # the next tick is the first after Start, Continue or a jump
+        self.lost_ticks = 0  # net ticks counted in that never arrived (see the module docstring)
         # the fitted line: tick count n sounds at t_ref + (n - n_ref) * period
         self._n_ref = 0.0
         self._t_ref = 0.0
@@ -112,36 +141,86 @@ class MidiClock:
             i += 1
 
     def _tick(self, t: float) -> None:
+        fitted = self._period is not None and len(self._window) >= MIN_TICKS
         if self._last_t is not None and t - self._last_t > STALE_S:
             self._window.clear()  # the clock paused: the line through the old ticks says nothing now
             self._off_line = 0
-        self._n += 1
+            fitted = False
+        resync, self._resync = self._resync, False
+        n = self._n + 1
+        r = 0.0  # how far behind the line this tick is, in ticks
+        if fitted:
+            assert self._period is not None
+            r = (t - self._t_ref) / self._period - (n - self._n_ref)
+        if fitted and not resync:  # across a Start, a refit or a pause an offset says nothing of losses
+            k = self._lost_before(r)
+            if k:
+                # the ticks since the last one on the line each came a whole number of ticks later
+                # than the one before, and this one agrees with the latest: the ticks between were
+                # lost on the way (a JACK xrun, a busy USB bus), and the song went on without us
+                pending = self._pending
+                kept = [self._window.pop() for _ in range(len(pending))][::-1]
+                for (n_old, t_old), shift in zip(kept, pending):
+                    self._window.append((n_old + shift, t_old))
+                n += k
+                r -= k
+                self.lost_ticks += k
+                self._off_line = 0
+                self._pending = []
+        else:
+            self._pending = []
+        if not self._pending:
+            self._base_r = r
+        self._n = n
         self._last_t = t
-        n = self._n
-        if self._period is not None and len(self._window) >= MIN_TICKS:
-            miss = abs(t - self._t_ref - (n - self._n_ref) * self._period)
-            self._off_line = self._off_line + 1 if miss > JUMP_PERIODS * self._period else 0
-            if self._off_line >= JUMP_RUN:  # a new tempo: keep only the ticks that showed it
+        if fitted:
+            self._off_line = self._off_line + 1 if abs(r) > JUMP_PERIODS else 0
+            if resync and self._off_line:  # a master that restarts its clock's phase with Start
+                self._window.clear()
+                self._off_line = 0
+            elif self._off_line >= JUMP_RUN:  # a new tempo: keep only the ticks that showed it
                 recent = list(self._window)[-(JUMP_RUN - 1):]
                 self._window.clear()
                 self._window.extend(recent)
-                self._off_line = 0
+                self._off_line, self._pending = 0, []  # what looked like losses was the new tempo
                 self._period = None  # the old tempo is wrong now: measure it from those ticks
+                self._resync = True
         self._window.append((n, t))
         self._fit()
+
+    def _lost_before(self, r: float) -> int:
+        """Ticks lost before the pending ones, confirmed by this tick's offset r (0: none, or not yet).
+
+        Each tick is compared with the last one on the line (`_base_r`): a tempo change drifts
+        away from it tick by tick, a loss jumps by whole ticks at once and then stays there. A jump
+        the other way (k < 0) takes back a loss that was none (two ticks that both came a period
+        late) or drops a tick that came twice.
+        """
+        rel = r - self._base_r
+        k = round(rel)
+        whole = abs(rel - k) < SLIP_TOLERANCE
+        if self._pending and whole and k == self._pending[-1]:
+            return k  # this tick agrees with the latest jump: confirmed
+        last = self._pending[-1] if self._pending else 0
+        if whole and k != 0 and (k > last >= 0 or k < last <= 0):
+            self._pending.append(k)  # a (further) jump: wait for the next tick to agree
+        else:
+            self._pending = []  # back on the line, or neither: a tick that came late, nothing lost
+        return 0
 
     def _fit(self) -> None:
         w = self._window
         newest_n, newest_t = w[-1]
         if len(w) >= MIN_TICKS:
-            k = len(w)
-            mn = sum(x for x, _ in w) / k
-            mt = sum(y for _, y in w) / k
-            sxx = sum((x - mn) ** 2 for x, _ in w)
-            sxy = sum((x - mn) * (y - mt) for x, y in w)
-            slope = sxy / sxx if sxx > 0 else 0.0
-            if slope >= MIN_PERIOD_S:
-                self._n_ref, self._t_ref, self._period = mn, mt, slope
+            line = _line(w)
+            if line is not None:
+                # once more without the ticks far off that line (a callback that waited): they are not the clock
+                mn, mt, slope = line
+                far = max(OUTLIER_S, OUTLIER_PERIODS * slope)
+                kept = [(x, y) for x, y in w if abs(y - mt - (x - mn) * slope) <= far]
+                if MIN_TICKS <= len(kept) < len(w):
+                    line = _line(kept) or line
+                self._n_ref, self._t_ref, self._period = line
                 return
         # too few ticks for a line (or a nonsense one): the last known tempo, from the newest tick
         self._n_ref, self._t_ref = float(newest_n), newest_t
@@ -157,6 +236,7 @@ class MidiClock:
         self.running = True
         self.started = True
         self._anchor = (self._n + 1, position)
+        self._resync = True
 
     def _stop(self) -> None:
         if self.running:
@@ -167,6 +247,7 @@ class MidiClock:
         clocks = sixteenths * CLOCKS_PER_SIXTEENTH
         if self.running:  # not sent while running by the book; some masters do: a jump at the next tick
             self._anchor = (self._n + 1, clocks)
+            self._resync = True
         else:
             self._kept = clocks
 

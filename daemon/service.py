@@ -171,8 +171,12 @@ class Session:
     async def watch_tempo(self, interval: float = TEMPO_POLL_S) -> None:
         """Tell the command layer (so {base}/state) where the beat stands; it publishes only real moves."""
         following = False
+        lost = 0
         while True:
             tempo, now = self.tempo, time.monotonic()
+            if self.clock is not None and self.clock.lost_ticks != lost:
+                lost = self.clock.lost_ticks
+                log.debug("tempo: %d MIDI clock ticks lost on the way so far (counted in)", lost)
             bpm = tempo.tempo_bpm if tempo is not None else None
             confidence = tempo.confidence if tempo is not None else 0.0
             self.controller.report_tempo(bpm, confidence, now)

@@ -36,8 +36,40 @@ def test_state_json_has_exactly_the_contract_keys():
     c, _ = make()
     c.stats.notes_in, c.stats.notes_out = 5, 3
     data = json.loads(c.state.to_json())
-    assert set(data) == {"enabled", "mode", "temperature", "silence_s", "model", "input", "output", "notes_in", "notes_out"}
+    assert set(data) == {"enabled", "mode", "temperature", "silence_s", "model", "input", "output", "notes_in", "notes_out",
+                         "tempo_bpm", "beat_confidence"}
     assert data["notes_in"] == 5 and data["notes_out"] == 3
+    assert data["tempo_bpm"] is None and data["beat_confidence"] == 0.0  # no beat known yet: null, not a number
+
+
+def test_tempo_reaches_state_only_when_it_moved_and_at_most_once_a_second():
+    c, actions = make()
+    seen: list[State] = []
+    c.add_listener(seen.append)
+    assert c.report_tempo(None, 0.0, now=0.0) is False  # nothing new
+    assert c.report_tempo(120.04, 1.0, now=0.5) is True  # a beat appeared
+    assert (seen[-1].tempo_bpm, seen[-1].beat_confidence) == (120.0, 1.0)
+    assert json.loads(c.state.to_json())["tempo_bpm"] == 120.0
+    assert c.report_tempo(120.9, 1.0, now=5.0) is False  # within a bpm: a clock's wobble
+    assert c.report_tempo(121.3, 0.95, now=5.1) is True  # more than a bpm from what was published
+    assert c.report_tempo(130.0, 0.95, now=5.6) is False  # rate limit: not within a second of the last
+    assert c.state.tempo_bpm == 121.3  # what was published, not the held-back reading
+    assert c.report_tempo(130.0, 0.95, now=6.2) is True  # the next poll after the limit sends it
+    assert c.report_tempo(130.0, 0.88, now=7.5) is False  # confidence: within 0.1
+    assert c.report_tempo(130.0, 0.80, now=7.6) is True  # more than 0.1
+    assert c.report_tempo(130.0, 0.0, now=9.0) is True  # the beat is lost
+    assert c.report_tempo(None, 0.0, now=10.1) is True  # and its tempo with it
+    assert c.report_tempo(float("nan"), float("nan"), now=20.0) is False  # garbage is "no beat"
+    assert [(s.tempo_bpm, s.beat_confidence) for s in seen] == [
+        (120.0, 1.0), (121.3, 0.95), (130.0, 0.95), (130.0, 0.8), (130.0, 0.0), (None, 0.0)]
+    assert actions.states == []  # the engine is not told: its tempo source is where these come from
+
+
+async def test_commands_keep_the_last_reported_tempo_in_state():
+    c, _ = make()
+    c.report_tempo(98.76, 0.5, now=1.0)
+    state = await c.apply("mode", b"accompany")
+    assert (state.mode, state.tempo_bpm, state.beat_confidence) == ("accompany", 98.8, 0.5)
 
 
 @pytest.mark.parametrize("name, payload, field, expected", [

@@ -22,7 +22,7 @@ def test_shipped_config_documents_every_key():
 
     def keys(obj, prefix=""):
         for f in dataclasses.fields(obj):
-            if f.name == "source":
+            if f.name == "source" and not prefix:  # Config.source is the file's name; [tempo] source is a key
                 continue
             v = getattr(obj, f.name)
             if dataclasses.is_dataclass(v):
@@ -55,6 +55,13 @@ def test_shipped_config_documents_every_key():
         ("[engine]\nlow_pitch = 90\nhigh_pitch = 80\n", "engine.low_pitch (90) must not exceed"),
         ("[midi.cc]\ntemperature = 64\n", "controller 64 (sustain)"),
         ("[engine\n", "not valid TOML"),
+        ("[tempo]\nsource = 'daw'\n", "tempo.source = 'daw': must be 'player' | 'midi_clock' | 'link'"),
+        ("[tempo]\nsource = 1\n", "tempo.source = 1: must be 'player' | 'midi_clock' | 'link'"),
+        ("[tempo]\nbeats_per_bar = 0\n", "tempo.beats_per_bar = 0: must be between 1 and 12"),
+        ("[tempo]\nbeats_per_bar = 13\n", "tempo.beats_per_bar = 13: must be between 1 and 12"),
+        ("[tempo]\nbeats_per_bar = 3.5\n", "tempo.beats_per_bar = 3.5: must be an integer"),
+        ("[tempo]\nbpm = 120\n", "unknown key tempo.bpm (allowed: source, beats_per_bar)"),
+        ("tempo = 'clock'\n", "[tempo] must be a table"),
     ],
 )
 def test_bad_config_is_refused_with_the_key_named(tmp_path, toml, needle):
@@ -65,6 +72,15 @@ def test_bad_config_is_refused_with_the_key_named(tmp_path, toml, needle):
     assert needle in str(err.value)
     assert str(p) in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_tempo_section_defaults_and_values():
+    assert cfgmod.Config().tempo == cfgmod.TempoConfig(source="player", beats_per_bar=4)
+    for source in ("player", "midi_clock", "link"):
+        for bar in (1, 3, 12):
+            cfg = cfgmod.parse({"tempo": {"source": source, "beats_per_bar": bar}})
+            assert (cfg.tempo.source, cfg.tempo.beats_per_bar) == (source, bar)
+    assert cfgmod.as_dict(cfgmod.Config())["tempo"] == {"source": "player", "beats_per_bar": 4}
 
 
 def test_int_is_accepted_for_float_and_overrides_validate():

@@ -45,3 +45,32 @@ async def test_no_matching_port_leaves_nothing_open(jack):
     with pytest.raises(midi_ports.ports.MidiSystemError, match="no output port matches"):
         midi_ports.open_pair("jack", "virtual", "no-such-synth", asyncio.get_running_loop())
     assert set(jack.ports()) == before
+
+
+@pytest.mark.parametrize("clock", [False, True])
+async def test_clock_messages_reach_the_queue_only_when_asked(jack, keyboard, clock):
+    """rtmidi drops timing clock unless told otherwise, and ripieno's own filter drops Start/Stop/
+    Continue/SPP: both let them through only for [tempo] source = "midi_clock", stamped like any
+    input. Active sensing, MTC quarter frames and clean sysex stay dropped either way."""
+    loop = asyncio.get_running_loop()
+    midi_in = midi_ports.MidiInput("jack", "virtual", loop, clock=clock)
+    try:
+        midi_in.open_or_fail()
+        jack.connect(keyboard.port, "ripieno:in")
+        await asyncio.sleep(0.2)
+        sent_at = []
+        for msg in ([0xFA], [0xF8], [0xFE], [0xF1, 0x20], [0xF2, 16, 0], [0xF0, 1, 2, 0xF7], [0xFC], [0xFB], [0x90, 60, 100]):
+            sent_at.append(keyboard.send(msg))
+            await asyncio.sleep(0.01)
+        got: list[tuple[float, list[int]]] = []
+        while not got or got[-1][1] != [0x90, 60, 100]:
+            got.append(await asyncio.wait_for(midi_in.queue.get(), 5))
+        await asyncio.sleep(0.1)
+        assert midi_in.queue.empty()
+        if clock:
+            assert [m for _, m in got] == [[0xFA], [0xF8], [0xF2, 16, 0], [0xFC], [0xFB], [0x90, 60, 100]]
+            assert all(0 <= t - sent_at[0] < 1.0 for t, _ in got) and [t for t, _ in got] == sorted(t for t, _ in got)
+        else:
+            assert [m for _, m in got] == [[0x90, 60, 100]]
+    finally:
+        midi_in.close()

@@ -19,7 +19,8 @@ from ripieno.daemon import mqtt as mqttmod
 from peers import free_port
 from ripieno.daemon.commands import MAX_PAYLOAD, Controller, State, cc_command
 
-STATE_KEYS = {"enabled", "mode", "temperature", "silence_s", "model", "input", "output", "notes_in", "notes_out"}
+STATE_KEYS = {"enabled", "mode", "temperature", "silence_s", "model", "input", "output", "notes_in", "notes_out",
+              "tempo_bpm", "beat_confidence"}
 
 
 async def test_connect_publishes_retained_online_and_state(broker):
@@ -169,6 +170,29 @@ async def test_metrics_are_published_and_moved_note_counts_refresh_state(broker)
         assert metrics.value["step_p50_us"] == 150.0 and metrics.value["notes_out"] == 7
         assert {"step_p99_us", "dropped", "uptime_s"} <= set(metrics.value)
         await obs.wait_for(f"{base}/state", lambda v: v["notes_in"] == 12 and v["notes_out"] == 7)
+
+
+async def test_tempo_and_confidence_reach_state_when_they_move_not_on_every_reading(broker):
+    cfg = mqtt_config(broker.host, broker.port)
+    base = cfg.mqtt.base_topic
+    async with running(cfg) as (controller, actions, _), Observer(broker.host, broker.port, [f"{base}/state"]) as obs:
+        first = await obs.wait_for(f"{base}/state")
+        assert first.value["tempo_bpm"] is None and first.value["beat_confidence"] == 0.0
+        mark = len(obs.seen)
+        t = 100.0
+        assert controller.report_tempo(120.0, 1.0, now=t)
+        for k in range(1, 40):  # a clock's wobble, read four times a second for ten seconds
+            controller.report_tempo(120.0 + 0.3 * (-1) ** k, 1.0, now=t + 0.25 * k)
+        state = await obs.wait_for(f"{base}/state", lambda v: v["tempo_bpm"] == 120.0 and v["beat_confidence"] == 1.0, since=mark)
+        assert state.retain is False  # live; a late subscriber gets it retained (below)
+        controller.report_tempo(None, 0.0, now=t + 20)  # the clock stopped
+        await obs.wait_for(f"{base}/state", lambda v: v["tempo_bpm"] is None and v["beat_confidence"] == 0.0, since=mark + 1)
+        await asyncio.sleep(0.2)
+        assert len(obs.seen) - mark == 2, [s.value for s in obs.seen[mark:]]
+        assert actions.states == []
+    async with Observer(broker.host, broker.port, [f"{base}/state"]) as late:
+        retained = await late.wait_for(f"{base}/state")
+        assert retained.retain and set(retained.value) == STATE_KEYS and retained.value["tempo_bpm"] is None
 
 
 async def test_clean_exit_publishes_offline(broker):

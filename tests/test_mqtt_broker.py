@@ -167,13 +167,13 @@ async def test_discovery_configs_appear_and_are_resent_on_ha_birth(broker):
     base = cfg.mqtt.base_topic
     async with running(cfg):
         async with Observer(broker.host, broker.port, [f"{prefix}/+/+/+/config"]) as obs:
-            await obs.wait(lambda: len(obs.seen) >= 8, what="8 discovery configs")
+            await obs.wait(lambda: len(obs.seen) >= 10, what="10 discovery configs")
         async with Observer(broker.host, broker.port, [f"{prefix}/+/+/+/config", f"{base}/state"]) as obs:  # retained
-            configs = await obs.wait(lambda: [s for s in obs.seen if s.topic.endswith("/config")] if len(obs.seen) >= 9 else None,
-                                     what="8 retained discovery configs and the state")
-            assert len(configs) == 8 and all(c.retain for c in configs)
+            configs = await obs.wait(lambda: [s for s in obs.seen if s.topic.endswith("/config")] if len(obs.seen) >= 11 else None,
+                                     what="10 retained discovery configs and the state")
+            assert len(configs) == 10 and all(c.retain for c in configs)
             kinds = sorted(c.topic.split("/")[1] for c in configs)
-            assert kinds == ["button", "button", "number", "number", "select", "sensor", "sensor", "switch"]
+            assert kinds == ["button", "button", "number", "number", "select", "sensor", "sensor", "sensor", "sensor", "switch"]
             state = obs.on(f"{base}/state")[0].value
             for c in configs:
                 v = c.value
@@ -182,14 +182,19 @@ async def test_discovery_configs_appear_and_are_resent_on_ha_birth(broker):
                     mqttmod.route(base, v["command_topic"])  # every HA control drives a real command
                 if "value_template" in v and "value_json." in v["value_template"]:
                     assert v["value_template"].split("value_json.")[1].split()[0] in state
-            assert len({c.value["unique_id"] for c in configs}) == 8
+            assert len({c.value["unique_id"] for c in configs}) == 10
+            by_object = {c.topic.split("/")[-2]: c.value for c in configs}  # {prefix}/{component}/{node}/{object}/config
+            tempo, confidence = by_object["tempo_bpm"], by_object["beat_confidence"]
+            assert (tempo["unit_of_measurement"], tempo["icon"]) == ("bpm", "mdi:metronome")
+            assert confidence["icon"] == "mdi:target" and "unit_of_measurement" not in confidence
+            assert {tempo["state_topic"], confidence["state_topic"]} == {f"{base}/state"}
             mark = len(obs.seen)
             await obs.publish(f"{prefix}/status", "online")  # Home Assistant restarted
-            await obs.wait(lambda: len([s for s in obs.seen[mark:] if s.topic.endswith("/config")]) == 8,
+            await obs.wait(lambda: len([s for s in obs.seen[mark:] if s.topic.endswith("/config")]) == 10,
                            what="discovery re-sent")
             await obs.publish(f"{prefix}/status", "offline")
             await asyncio.sleep(0.3)
-            assert len([s for s in obs.seen[mark:] if s.topic.endswith("/config")]) == 8
+            assert len([s for s in obs.seen[mark:] if s.topic.endswith("/config")]) == 10
         # leave the session broker clean
         async with Observer(broker.host, broker.port, []) as cleaner:
             for c in configs:
