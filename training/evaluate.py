@@ -163,6 +163,11 @@ def _jsds(true_tail: list[np.ndarray], sampled_tail: list[np.ndarray]) -> dict[s
     }
 
 
+def _beat_histogram(beats: np.ndarray) -> np.ndarray:
+    """Counts (len(BEAT_VALUES),) of steps or durations in beats over the encoding's time bins."""
+    return np.bincount(Encoding.time_bin(np.asarray(beats).reshape(-1)), minlength=len(BEAT_VALUES)).astype(np.float64)
+
+
 # --- where the baselines' training pieces come from ---------------------------------------
 
 
