@@ -10,7 +10,7 @@ between files), exactly as the daemon would. The baselines score the very same n
   true one. step_nll: the timing head's NLL of the true step bin (beats), given the true pitch.
 - jsd_pitch / jsd_step / jsd_duration: each file of at least 4 notes is continued from its
   first half by sampling (temperature, seeded rng; the stream forked at the half-way point, the
-  sampled notes observed as ripieno's own); the histograms of all continuations are compared
+  sampled notes observed as the lead's, without teaching the online model); the histograms of all continuations are compared
   with those of the true second halves they replace (JSD in bits, see metrics.py; step and
   duration over the encoding's beat bins).
 - baseline_unigram_nll, baseline_markov_nll: markov.py's baselines trained on the model's
@@ -59,7 +59,7 @@ class EvalError(Exception):
 class StreamLike(Protocol):
     def predict(self, role: Any = ...) -> Any: ...  # .pitch_probs (128,)
     def head_probs(self, pitch: int) -> dict[str, np.ndarray]: ...
-    def sample(self, temperature: float, rng: np.random.Generator) -> NoteEvent: ...
+    def sample(self, temperature: float, rng: np.random.Generator, **kw: Any) -> NoteEvent: ...
     def fork(self) -> StreamLike: ...
     def observe(self, event: NoteEvent, learn: bool | None = None) -> None: ...
     def reset(self) -> None: ...
@@ -235,12 +235,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ripieno.model.blas import limit_blas_threads
     from ripieno.model.checkpoint import CheckpointError, load
     from ripieno.model.stream import Stream
     from ripieno.training.corpus import CorpusError
     from ripieno.training.markov import BaselineError
     from ripieno.training.midi_io import MidiReadError, midi_files, read_midi_dir
 
+    # the streaming step is single-thread numpy, as in the daemon: BLAS threads only fight each other
+    torch.set_num_threads(1)
+    limit_blas_threads(1)
     try:
         ck = load(args.model)
         pieces = read_midi_dir(args.midi)

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ripieno.training.midi_io import read_midi, write_midi
+import numpy as np
+
+from ripieno.training.midi_io import read_midi, read_notes, write_midi
+from ripieno.training.pieces import events_from_notes
 
 HERE = Path(__file__).resolve().parent
 EVAL = HERE.parents[1] / "tests" / "data" / "eval"
@@ -19,11 +22,30 @@ PROMPTS = {  # name: (held-out file, notes kept as the prompt)
 }
 
 
+MELODIES = {  # name: (held-out file with parts, notes of its top part kept): a melody to accompany
+    "chorale_melody": ("bach_bwv253.mxl_parts.mid", 16),
+}
+
+
+def melody(path: Path) -> np.ndarray:
+    """The top part (the lead) of a file with parts, as events in beats of its metre."""
+    n = read_notes(path)
+    top = n.part == 0
+    onset, pos, bar = n.metre.beats(n.tick[top])
+    end, _, _ = n.metre.beats(n.end_tick[top])
+    events, _ = events_from_notes(onset, n.pitch[top], end - onset, n.velocity[top], 0, pos, bar)
+    return events
+
+
 def main() -> None:
     for name, (source, notes) in PROMPTS.items():
         events = read_midi(EVAL / source)[:notes]
         write_midi(HERE / f"{name}.prompt.mid", events)
         print(f"{name}.prompt.mid: {len(events)} notes of {source}")  # noqa: T201 - script output
+    for name, (source, notes) in MELODIES.items():
+        events = melody(EVAL / source)[:notes]
+        write_midi(HERE / f"{name}.prompt.mid", events)
+        print(f"{name}.prompt.mid: {len(events)} melody notes of {source}")  # noqa: T201 - script output
 
 
 if __name__ == "__main__":
