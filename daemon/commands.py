@@ -19,17 +19,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from .config import CCConfig, Config
+from . import config as _config
+from .config import ACCOMPANY_STYLES, CCConfig, Config
 
 log = logging.getLogger(__name__)
 
 MAX_PAYLOAD = 1024  # bytes; anything longer is refused before it is even decoded
 MODES = ("call", "accompany", "off")
-SETTINGS = ("enabled", "mode", "temperature", "silence_s", "model")
+SETTINGS = ("enabled", "mode", "temperature", "silence_s", "model", "variation", "accompany")
 ACTIONS = ("reset", "panic")
 COMMANDS = SETTINGS + ACTIONS
 TEMPERATURE = (0.05, 2.0)
 SILENCE_S = (0.1, 10.0)
+VARIATION = (_config.VARIATION.lo, _config.VARIATION.hi)  # defined once, in config (0 = may echo, 1 = free)
 STEP_RING = 4096  # step times kept for p50/p99: enough for a stable p99, bounded forever
 # The beat's tempo and confidence reach {base}/state when they moved this much, at most every
 # TEMPO_REPORT_S: a clock's tempo wobbles by fractions of a bpm and must not flood the broker.
@@ -66,6 +68,8 @@ class State:
     notes_out: int
     tempo_bpm: float | None = None  # the tempo source's beat (None: no beat known)
     beat_confidence: float = 0.0  # 0..1, how sure the source is of it
+    variation: float = 0.5  # call answers: 0 = may echo the player's phrase, 1 = free
+    accompany: str = "bass"  # accompany mode's part: bass | chords | voice
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -142,11 +146,15 @@ def parse_bool(text: str) -> bool:
     raise CommandError(f"{text[:40]!r} is not one of true|false|on|off|1|0")
 
 
-def parse_mode(text: str) -> str:
+def parse_choice(text: str, choices: tuple[str, ...]) -> str:
     t = text.lower()
-    if t not in MODES:
-        raise CommandError(f"{text[:40]!r} is not one of {'|'.join(MODES)}")
+    if t not in choices:
+        raise CommandError(f"{text[:40]!r} is not one of {'|'.join(choices)}")
     return t
+
+
+def parse_mode(text: str) -> str:
+    return parse_choice(text, MODES)
 
 
 def parse_number(text: str, lo: float, hi: float) -> float:
@@ -217,6 +225,8 @@ class Controller:
             "temperature": cfg.engine.temperature,
             "silence_s": cfg.engine.silence_s,
             "model": model_label(cfg.engine.model),
+            "variation": cfg.engine.variation,
+            "accompany": cfg.engine.accompany,
             "input": cfg.midi.input,
             "output": cfg.midi.output,
         }
@@ -273,6 +283,10 @@ class Controller:
             return parse_number(text, *SILENCE_S)
         if name == "model":
             return model_spec(self.cfg.engine.models_dir, text)
+        if name == "variation":
+            return parse_number(text, *VARIATION)
+        if name == "accompany":
+            return parse_choice(text, ACCOMPANY_STYLES)
         return None  # reset, panic: any (short) payload presses the button
 
     async def apply(self, name: str, payload: bytes) -> State:
@@ -289,7 +303,7 @@ class Controller:
         if name == "model":
             return await self._load_model(str(value))
         # knobs send a stream of values: continuous settings log at debug, discrete ones at info
-        (log.debug if name in ("temperature", "silence_s") else log.info)("command: %s = %r", name, value)
+        (log.debug if name in ("temperature", "silence_s", "variation") else log.info)("command: %s = %r", name, value)
         return self._commit({name: value})
 
     async def _load_model(self, spec: str) -> State:
@@ -343,5 +357,7 @@ def cc_command(cc_cfg: CCConfig, controller_number: int, value: int) -> tuple[st
         return "mode", (b"off" if value < 43 else b"call" if value < 86 else b"accompany")
     if controller_number == cc_cfg.enabled:
         return "enabled", (b"on" if value >= 64 else b"off")
+    if controller_number == cc_cfg.variation:
+        return "variation", f"{_scale(value, *VARIATION):g}".encode()
     return None
 

@@ -17,6 +17,7 @@ Api = Literal["auto", "alsa", "jack"]
 Mode = Literal["call", "accompany", "off"]
 Accompany = Literal["bass", "chords", "voice"]
 TempoSource = Literal["player", "midi_clock", "link"]
+ACCOMPANY_STYLES: tuple[str, ...] = get_args(Accompany)  # accompany mode's parts: config, MQTT set/accompany, HA select
 
 
 class ConfigError(Exception):
@@ -29,6 +30,11 @@ class Range:
 
     lo: float
     hi: float
+
+
+# The one definition of the variation range: the config check, MQTT set/variation, the MIDI CC
+# scaling and the Home Assistant number all read it (tests/test_commands.py checks they agree).
+VARIATION = Range(0.0, 1.0)
 
 
 def _field(default: Any, doc: str, lo: float | None = None, hi: float | None = None) -> Any:
@@ -50,6 +56,7 @@ class CCConfig:
     silence_s: int = _field(0, "controller that sets silence_s (0-127 -> 0.1-10 s)", 0, 119)
     mode: int = _field(20, "controller that picks the mode (0-42 off, 43-85 call, 86-127 accompany)", 0, 119)
     enabled: int = _field(21, "controller that enables (>= 64) or disables (< 64) ripieno", 0, 119)
+    variation: int = _field(0, "controller that sets variation (0-127 -> 0-1)", 0, 119)
 
 
 @dataclass(frozen=True)
@@ -75,7 +82,7 @@ class EngineConfig:
     low_pitch: int = _field(21, "lowest pitch ripieno plays", 0, 127)
     high_pitch: int = _field(108, "highest pitch ripieno plays", 0, 127)
     accompany: Accompany = _field("bass", "accompany mode's part: bass | chords | voice")
-    variation: float = _field(0.5, "call mode: 0 = an answer may echo the player's material, 1 = free", 0.0, 1.0)
+    variation: float = _field(0.5, "call mode: 0 = an answer may echo the player's material, 1 = free", VARIATION.lo, VARIATION.hi)
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ import json
 import re
 from importlib.metadata import PackageNotFoundError, version
 
-from .commands import SILENCE_S, TEMPERATURE
-from .config import MqttConfig
+from .commands import MODES, SILENCE_S, TEMPERATURE, VARIATION
+from .config import ACCOMPANY_STYLES, MqttConfig
 
 BIRTH_PAYLOAD = b"online"
 
@@ -48,11 +48,11 @@ def _entities(base: str) -> list[tuple[str, str, dict[str, object]]]:
         }),
         ("select", "mode", {
             "name": "Mode", "icon": "mdi:account-music",
-            "command_topic": f"{base}/set/mode", "options": ["call", "accompany", "off"],
+            "command_topic": f"{base}/set/mode", "options": list(MODES),
             "state_topic": f"{base}/state", "value_template": tpl("mode"),
         }),
         ("number", "temperature", {
-            "name": "Temperature", "icon": "mdi:thermometer",
+            "name": "Temperature", "icon": "mdi:dice-multiple",  # a sampling temperature, not a thermometer
             "command_topic": f"{base}/set/temperature", "min": TEMPERATURE[0], "max": TEMPERATURE[1], "step": 0.05,
             "mode": "slider", "state_topic": f"{base}/state", "value_template": tpl("temperature"),
         }),
@@ -61,6 +61,16 @@ def _entities(base: str) -> list[tuple[str, str, dict[str, object]]]:
             "command_topic": f"{base}/set/silence_s", "min": SILENCE_S[0], "max": SILENCE_S[1], "step": 0.1,
             "unit_of_measurement": "s", "mode": "slider",
             "state_topic": f"{base}/state", "value_template": tpl("silence_s"),
+        }),
+        ("number", "variation", {
+            "name": "Variation", "icon": "mdi:shuffle-variant",
+            "command_topic": f"{base}/set/variation", "min": VARIATION[0], "max": VARIATION[1], "step": 0.05,
+            "mode": "slider", "state_topic": f"{base}/state", "value_template": tpl("variation"),
+        }),
+        ("select", "accompany", {
+            "name": "Accompaniment", "icon": "mdi:music-clef-bass",
+            "command_topic": f"{base}/set/accompany", "options": list(ACCOMPANY_STYLES),
+            "state_topic": f"{base}/state", "value_template": tpl("accompany"),
         }),
         ("sensor", "notes_in", {
             "name": "Notes in", "icon": "mdi:music-note", "state_class": "total_increasing",
@@ -80,8 +90,11 @@ def _entities(base: str) -> list[tuple[str, str, dict[str, object]]]:
             "suggested_display_precision": 2,  # 0..1
             "state_topic": f"{base}/state", "value_template": tpl("beat_confidence"),
         }),
-        ("button", "reset", {"name": "Reset", "icon": "mdi:restart", "command_topic": f"{base}/cmd/reset"}),
-        ("button", "panic", {"name": "Panic", "icon": "mdi:alarm-light", "command_topic": f"{base}/cmd/panic"}),
+        # buttons press the existing commands: any payload is a press (cmd/reset, cmd/panic)
+        ("button", "reset", {"name": "Reset", "icon": "mdi:restart", "command_topic": f"{base}/cmd/reset",
+                             "payload_press": "PRESS"}),
+        ("button", "panic", {"name": "Panic", "icon": "mdi:alarm-light", "command_topic": f"{base}/cmd/panic",
+                             "payload_press": "PRESS"}),
     ]
 
 

@@ -7,9 +7,12 @@ side puts it into a bounded queue and counts what overflows.
 
 Hot-plug: a port given as a name substring is re-checked by `poll()` (the watcher calls it at
 least every second; ALSA gives no callback). When the peer disappears the port reports LOST;
-when a matching peer is back it is reopened and reports FOUND. Two python-rtmidi traps are
-handled here: `close_port()` cancels the input callback (it is set again after every open),
-and dropping a MidiIn/MidiOut does not close its JACK client (`close()` calls `delete()`).
+when a matching peer is back it is reopened and reports FOUND. A peer that is not there yet at
+start is the same case (`open_or_wait`, `open_pair(wait=True)`): a keyboard switched on after the
+box is connected when it appears, like a replug; while none matches, the log says so once and
+then every WAIT_LOG_S. Two python-rtmidi traps are handled here: `close_port()` cancels the
+input callback (it is set again after every open), and dropping a MidiIn/MidiOut does not close
+its JACK client (`close()` calls `delete()`).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ log = logging.getLogger(__name__)
 QUEUE_SIZE = 2048  # about a second of a 1,500 notes/s smash (note-on + note-off) before drops
 STALL_S = 0.5  # a JACK graph request (alias, connect) this slow means the graph stopped: see open_pair
 OPEN_ATTEMPTS = 3
+WAIT_LOG_S = 30.0  # while no port matches a wanted name, the log repeats which ones exist this often
 
 
 class Change(enum.Enum):
@@ -82,6 +86,8 @@ class _Port:
         self.client = client
         self.peer: str | None = None  # the port we are connected to (or our own virtual port's name)
         self.stalled = False  # the last open's graph request took longer than STALL_S
+        self.connections = 0  # successful opens: a FOUND with 1 is a first connection (absent at start), not a replug
+        self._next_wait_log: float | None = None  # while waiting for a peer: when to say so again
         self._closed = False
 
     @property
@@ -117,19 +123,38 @@ class _Port:
         self.stalled = self.api == "jack" and ms > STALL_S * 1e3
         log.debug("%s %s: JACK %s in %.0f ms", self.label, self.client, what, ms)
 
+    def _available(self, names: list[str] | None = None) -> str:
+        names = self.midi.get_ports() if names is None else names
+        return ", ".join(n for n in names if not ports.is_own(n)) or "none"
+
     def open_or_fail(self) -> None:
         if not self.open():
-            available = ", ".join(n for n in self.midi.get_ports() if not ports.is_own(n)) or "none"
+            available = self._available()
             self.close()
             raise ports.MidiSystemError(f"no {self.label} port matches {self.wanted!r} (available: {available})")
 
-    def _opened(self) -> None:
-        """Hook for subclasses: runs after every successful open."""
+    def open_or_wait(self, now: float | None = None) -> bool:
+        """Open now if a matching port exists; otherwise stay unconnected and let `poll()` connect it
+        when one appears (a keyboard switched on after ripieno). True when connected now."""
+        if self.open():
+            return True
+        now = time.monotonic() if now is None else now
+        log.warning("no %s port matches %r yet (available: %s); waiting: it is connected as soon as it appears",
+                    self.label, self.wanted, self._available())
+        self._next_wait_log = now + WAIT_LOG_S
+        return False
 
-    def poll(self) -> Change | None:
-        """Hot-plug check: LOST when our peer vanished, FOUND when a matching one is back and reopened."""
+    def _opened(self) -> None:
+        """Runs after every successful open; subclasses extend it."""
+        self.connections += 1
+        self._next_wait_log = None
+
+    def poll(self, now: float | None = None) -> Change | None:
+        """Hot-plug check: LOST when our peer vanished, FOUND when a matching one is (back) and opened.
+        While none matches, the log says so again every WAIT_LOG_S."""
         if self.virtual:
             return None
+        now = time.monotonic() if now is None else now
         names = self.midi.get_ports()
         if self.peer is not None:
             if self.peer in names:
@@ -137,8 +162,12 @@ class _Port:
             log.warning("%s port %s disappeared; waiting for a port matching %r", self.label, self.peer, self.wanted)
             self.midi.close_port()
             self.peer = None
+            self._next_wait_log = now + WAIT_LOG_S
             return Change.LOST
         if ports.find_port(names, self.wanted) is None:
+            if self._next_wait_log is not None and now >= self._next_wait_log:
+                log.warning("still waiting for an %s port matching %r (available: %s)", self.label, self.wanted, self._available(names))
+                self._next_wait_log = now + WAIT_LOG_S
             return None
         return Change.FOUND if self.open() else None
 
@@ -177,6 +206,7 @@ class MidiInput(_Port):
         self.midi.ignore_types(sysex=False, timing=not clock, active_sense=True)
 
     def _opened(self) -> None:
+        super()._opened()
         self.midi.set_callback(self._on_message)
 
     def _on_message(self, event: tuple[list[int], float], _data: object) -> None:
@@ -229,9 +259,11 @@ class MidiOutput(_Port):
 
 
 def open_pair(api: str, input_wanted: str, output_wanted: str, loop: asyncio.AbstractEventLoop,
-              clock: bool = False) -> tuple[MidiInput, MidiOutput]:
+              clock: bool = False, wait: bool = False) -> tuple[MidiInput, MidiOutput]:
     """Open the keyboard and the synth side; MidiSystemError (nothing left open) when one cannot be.
-    `clock`: the input also delivers MIDI clock messages (see MidiInput).
+    `clock`: the input also delivers MIDI clock messages (see MidiInput). `wait`: a named peer that
+    is not there yet is no error: that side stays unconnected until `poll()` finds it (the daemon;
+    a MIDI system that cannot make a client at all is still an error).
 
     Why the retry (measured in tests/test_daemon_jack.py, jackd 1.9.21 dummy driver, non-realtime,
     2 cores): now and then a freshly activated rtmidi JACK client never runs its process cycle
@@ -244,9 +276,9 @@ def open_pair(api: str, input_wanted: str, output_wanted: str, loop: asyncio.Abs
         midi_in = MidiInput(api, input_wanted, loop, clock=clock)
         midi_out: MidiOutput | None = None
         try:
-            midi_in.open_or_fail()
+            midi_in.open_or_wait() if wait else midi_in.open_or_fail()
             midi_out = MidiOutput(api, output_wanted)
-            midi_out.open_or_fail()
+            midi_out.open_or_wait() if wait else midi_out.open_or_fail()
         except BaseException:
             midi_in.close()
             if midi_out is not None:

@@ -4,7 +4,7 @@ Topics (`{base}` = [mqtt] base_topic):
     {base}/status        retained online | offline (the Last Will is a retained offline)
     {base}/state         retained State JSON, on every change, every (re)connect, and with metrics
                          when the note counts moved (not per note: that would flood the broker)
-    {base}/set/NAME      enabled | mode | temperature | silence_s | model      (QoS 1)
+    {base}/set/NAME      enabled | mode | temperature | silence_s | model | variation | accompany  (QoS 1)
     {base}/cmd/NAME      reset | panic                                           (QoS 1)
     {base}/error         one JSON per refused command: {"topic", "payload" (200 chars), "reason"}
     {base}/metrics       every 10 s: notes, step p50/p99 in us, dropped, refused, uptime
@@ -19,9 +19,12 @@ Reconnects follow the aiomqtt idiom: any MqttError ends the session, we wait an 
 backoff with jitter capped at RETRY_CAP_S, connect again, resubscribe and republish status and
 state. Refused credentials are logged once, clearly, and retried every AUTH_RETRY_S: the music
 plays on, and fixing the broker's password file brings ripieno back without a restart.
-A retained message on a command topic, delivered when ripieno (re)subscribes, is refused:
-replaying it on every reconnect would silently undo later changes. (Brokers deliver a retained
-publish to subscribers already connected as a live message: that one is applied, once.)
+A retained message on a command topic, delivered when ripieno (re)subscribes, is ignored:
+replaying it on every start and reconnect would silently undo later changes. It is answered on
+{base}/error once per process (not on every reconnect), with the command that clears it
+(`mosquitto_pub -r -n -t TOPIC`). (Brokers deliver a retained publish to subscribers already
+connected as a live message: that one is applied, once. And clearing a retained message reaches
+subscribers as a live empty payload: on set/ topics that is ignored without an answer.)
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import json
 import logging
 import os
 import random
+import shlex
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -58,6 +62,8 @@ QUEUE_SIZE = 64          # incoming messages waiting to be handled; more are dro
 COMMAND_RATE = 20.0      # commands per second, sustained ...
 COMMAND_BURST = 40       # ... with this burst; beyond it, refused on {base}/error
 ERROR_RATE = 20.0        # error replies per second: a flood is not answered by a flood
+MAX_RETAINED_TOLD = 256  # distinct retained commands remembered as answered (bounded; beyond, each is answered)
+MAX_RETAINED_KEY = 64    # payload bytes that tell one retained command from another
 STOP_GRACE_S = 1.0       # on stop, time allowed to publish offline before giving up
 
 
@@ -96,6 +102,13 @@ def route(base: str, topic: str) -> str:
         return name
     known = [f"set/{n}" for n in SETTINGS] + [f"cmd/{n}" for n in ACTIONS]
     raise CommandError(f"unknown topic {rest[:60]!r} (known: {', '.join(known)})")
+
+
+def retained_reason(topic: str) -> str:
+    """Why a retained command is ignored, and the one command that removes it from the broker."""
+    return (f"retained message ignored: ripieno never applies a retained command (the broker would replay it on every "
+            f"start and reconnect). Publish commands without the retain flag, and clear this one with: "
+            f"mosquitto_pub -r -n -t {shlex.quote(topic)}")
 
 
 def error_payload(topic: str, payload: bytes, reason: str) -> bytes:
@@ -193,6 +206,7 @@ class _Session:
     limiter: RateLimiter
     error_limiter: RateLimiter
     loaders: set[asyncio.Task]  # model loads outlive a session: a broker hiccup must not cancel one
+    retained_told: set[tuple[str, bytes]]  # retained commands already answered: once per process, not per reconnect
     connected: bool = False
 
     @property
@@ -276,12 +290,20 @@ class _Session:
             await self.handle(topic, payload, bool(message.retain))
 
     async def handle(self, topic: str, payload: bytes, retained: bool) -> None:
-        """Rate-limit, route and apply one command; every refusal is answered on {base}/error."""
+        """Rate-limit, route and apply one command; every refusal is answered on {base}/error.
+        A retained command is never applied (answered once: ignore_retained); an empty set/...
+        is someone clearing a retained one, ignored without an answer."""
+        if retained:
+            await self.ignore_retained(topic, payload)
+            return
+        if not payload and topic.startswith(f"{self.base}/set/"):
+            # what a subscriber receives when someone clears a retained set/... (mosquitto_pub -r -n):
+            # no setting is empty, and answering the clean-up with an error would only confuse
+            log.debug("MQTT: ignored an empty %s (a retained message being cleared)", topic)
+            return
         try:
             if not self.limiter.allow(time.monotonic()):
                 raise CommandError(f"rate limit: more than {COMMAND_RATE:g} commands per second")
-            if retained:
-                raise CommandError("retained commands are ignored: publish without the retain flag")
             name = route(self.base, topic)
             if name == "model":  # a load can take seconds: never queue a panic behind it
                 self.controller.validate(name, payload)
@@ -293,6 +315,15 @@ class _Session:
         except CommandError as exc:
             await self.refuse(topic, payload, exc.reason)
 
+    async def ignore_retained(self, topic: str, payload: bytes) -> None:
+        """A retained command is never applied; the first delivery of each is answered with how to clear it."""
+        key = (topic, payload[:MAX_RETAINED_KEY])
+        if key in self.retained_told:
+            log.debug("MQTT: ignored retained %s again", topic)
+            return
+        if await self.refuse(topic, payload, retained_reason(topic), logging.WARNING) and len(self.retained_told) < MAX_RETAINED_TOLD:
+            self.retained_told.add(key)  # not answered (an error flood): the next delivery tries again
+
     async def _apply_reporting(self, topic: str, name: str, payload: bytes) -> None:
         try:
             await self.controller.apply(name, payload)
@@ -300,15 +331,17 @@ class _Session:
             with contextlib.suppress(aiomqtt.MqttError):  # this session may be gone by now: then it is only logged
                 await self.refuse(topic, payload, exc.reason)
 
-    async def refuse(self, topic: str, payload: bytes, reason: str) -> None:
+    async def refuse(self, topic: str, payload: bytes, reason: str, level: int = logging.INFO) -> bool:
+        """Count the refusal and answer it on {base}/error; False when the error rate limit kept it unanswered."""
         stats = self.controller.stats
         stats.commands_refused += 1
         if not self.error_limiter.allow(time.monotonic()):  # a flood is neither answered nor logged line by line
             stats.commands_dropped += 1
             log.debug("MQTT: refused %s without reply: %s", topic, reason)
-            return
-        log.info("MQTT: refused %s: %s", topic, reason)
+            return False
+        log.log(level, "MQTT: refused %s: %s", topic, reason)
         await self.client.publish(f"{self.base}/error", error_payload(topic, payload, reason), qos=0)
+        return True
 
 
 def _as_bytes(payload: object) -> bytes:
@@ -337,6 +370,7 @@ async def run_mqtt(
     where = f"{m.host}:{m.port}{' (TLS)' if m.tls else ''}"
     dirty, closing = asyncio.Event(), asyncio.Event()
     loaders: set[asyncio.Task] = set()
+    retained_told: set[tuple[str, bytes]] = set()
 
     def on_state(_state: State) -> None:
         dirty.set()
@@ -353,7 +387,8 @@ async def run_mqtt(
                 client = aiomqtt.Client(**options)
             except (OSError, ValueError) as exc:  # paho loads TLS files here
                 raise ConfigError(f"{cfg.source}: [mqtt] TLS files cannot be used: {exc}") from None
-            session = _Session(cfg, controller, client, dirty, closing, metrics_interval, limiter, error_limiter, loaders)
+            session = _Session(cfg, controller, client, dirty, closing, metrics_interval, limiter, error_limiter, loaders,
+                               retained_told)
             try:
                 if not await _until_stopped(_connected(client, session, where), stop, closing) and session.connected:
                     log.warning("MQTT: stopped before offline could be published (the broker will publish the Will)")

@@ -102,7 +102,10 @@ class Session:
         self.tempo = tempo_source.make_tempo(cfg)
         # MIDI clock bytes go to the clock (and are asked of rtmidi) only when it is the source
         self.clock = self.tempo if isinstance(self.tempo, MidiClock) else None
-        self.midi_in, self.midi_out = midi_ports.open_pair(api, cfg.midi.input, cfg.midi.output, loop, clock=self.clock is not None)
+        # A named keyboard or synth that is not switched on yet is waited for (connected when it
+        # appears, like a replug): ripieno still comes up, and tells systemd it is ready.
+        self.midi_in, self.midi_out = midi_ports.open_pair(api, cfg.midi.input, cfg.midi.output, loop, clock=self.clock is not None,
+                                                           wait=True)
         self.output = RealtimeOutput(Scheduler(cfg.midi.channel - 1, cfg.engine.max_polyphony), self.midi_out.send, loop)
         self.controller = Controller(cfg, self)
         # One model step per loop callback: a due note's timer then waits for at most one step.
@@ -118,7 +121,8 @@ class Session:
     # ------------------------------------------------------------------------- Actions (commands)
 
     def on_state(self, state: State) -> None:
-        self.engine.set_state(state.mode, state.enabled, state.temperature, state.silence_s)
+        self.engine.set_state(state.mode, state.enabled, state.temperature, state.silence_s,
+                              variation=state.variation, accompany=state.accompany)
         self._arm()
 
     def reset(self) -> None:
@@ -219,15 +223,16 @@ class Session:
 
     def on_port_change(self, port: midi_ports._Port, change: midi_ports.Change) -> None:
         now = time.monotonic()
+        how = "connected" if port.connections == 1 else "back"  # 1: it was not there at start
         if port is self.midi_in:
             if change is midi_ports.Change.LOST:
                 self.engine.input_lost(self.listener.release_all(now))
             else:
-                log.info("keyboard back: %s", port.peer)
+                log.info("keyboard %s: %s", how, port.peer)
         else:
             self.engine.output_lost() if change is midi_ports.Change.LOST else self.engine.panic()
             if change is midi_ports.Change.FOUND:
-                log.info("synth back: %s", port.peer)
+                log.info("synth %s: %s", how, port.peer)
         self.controller.set_ports(**{"input" if port is self.midi_in else "output": port.peer or ""})
         self._arm()
 
@@ -254,7 +259,7 @@ class Session:
         self.loop.set_exception_handler(self.on_loop_error)
         self.controller.set_ports(input=self.midi_in.peer or "", output=self.midi_out.peer or "")
         systemd.notify("READY=1")
-        log.info("ripieno is up (mode %s, input %s, output %s)", self.engine.mode, self.midi_in.peer, self.midi_out.peer)
+        log.info("ripieno is up (mode %s, input %s, output %s)", self.engine.mode, _shown(self.midi_in), _shown(self.midi_out))
         stopper = self.loop.create_task(self.stop.wait())
         try:
             done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
@@ -303,6 +308,10 @@ class Session:
         lat = percentiles(self.output.lateness_us)
         stats = self.controller.stats.metrics()
         log.info("stats %s", json.dumps(stats | {"lateness_us": lat, "input_us": percentiles(self.input_us), "input_dropped": self.midi_in.dropped}))
+
+
+def _shown(port: midi_ports._Port) -> str:
+    return port.peer or f"waiting for {port.wanted!r}"
 
 
 async def _watchdog(interval: float) -> None:

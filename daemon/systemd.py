@@ -48,12 +48,22 @@ def watchdog_interval(env: dict[str, str] | None = None) -> float | None:
 
 
 def unit_text(exe: str, config: str | None, user: bool) -> str:
-    """The unit: Type=notify with a watchdog, restarted on failure; system-wide it runs in the audio group."""
+    """The unit: Type=notify with a watchdog, restarted on failure; system-wide it runs in the audio group.
+
+    Ordering: a user manager has no sound.target or network-online.target (those are system units;
+    `After=` on them does nothing in a user session), so the user unit names none. ripieno needs no
+    ordering there anyway: it waits for named MIDI ports and retries the broker by itself, and a
+    MIDI system that is not up yet fails the start, which Restart=on-failure retries.
+    System-wide it starts after sound.target and, pulled in, network-online.target (for the broker).
+    """
     cmd = f"{exe} run" + (f" --config {config}" if config else "")
     lines = [
         "[Unit]",
         "Description=ripieno real-time MIDI accompaniment daemon",
-        "After=sound.target" + ("" if user else " network-online.target"),
+    ]
+    if not user:
+        lines += ["Wants=network-online.target", "After=sound.target network-online.target"]
+    lines += [
         "",
         "[Service]",
         "Type=notify",

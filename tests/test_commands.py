@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 
 from mqtt_helpers import RecordingActions
 from ripieno.daemon import config as cfgmod
+from ripieno.daemon import discovery
 from ripieno.daemon.commands import (
     MAX_PAYLOAD,
+    SETTINGS,
+    VARIATION,
     CommandError,
     Controller,
     State,
@@ -30,6 +34,9 @@ def test_initial_state_comes_from_config():
     s = c.state
     assert (s.enabled, s.mode, s.temperature, s.silence_s, s.model) == (True, "accompany", 1.25, 2.0, "default")
     assert (s.input, s.output, s.notes_in, s.notes_out) == ("virtual", "virtual", 0, 0)
+    assert (s.variation, s.accompany) == (0.5, "bass")
+    c, _ = make(variation=0.8, accompany="chords")
+    assert (c.state.variation, c.state.accompany) == (0.8, "chords")
 
 
 def test_state_json_has_exactly_the_contract_keys():
@@ -37,7 +44,7 @@ def test_state_json_has_exactly_the_contract_keys():
     c.stats.notes_in, c.stats.notes_out = 5, 3
     data = json.loads(c.state.to_json())
     assert set(data) == {"enabled", "mode", "temperature", "silence_s", "model", "input", "output", "notes_in", "notes_out",
-                         "tempo_bpm", "beat_confidence"}
+                         "tempo_bpm", "beat_confidence", "variation", "accompany"}
     assert data["notes_in"] == 5 and data["notes_out"] == 3
     assert data["tempo_bpm"] is None and data["beat_confidence"] == 0.0  # no beat known yet: null, not a number
 
@@ -83,6 +90,12 @@ async def test_commands_keep_the_last_reported_tempo_in_state():
     ("temperature", b"2", "temperature", 2.0),
     ("silence_s", b"10", "silence_s", 10.0),
     ("silence_s", b".1", "silence_s", 0.1),
+    ("variation", b"0", "variation", 0.0),
+    ("variation", b"1", "variation", 1.0),
+    ("variation", b"0.75", "variation", 0.75),
+    ("accompany", b"chords", "accompany", "chords"),
+    ("accompany", b" Voice\n", "accompany", "voice"),
+    ("accompany", b"bass", "accompany", "bass"),
 ])
 async def test_each_setting_is_applied_notified_and_reflected(name, payload, field, expected):
     c, actions = make()
@@ -115,6 +128,11 @@ async def test_enabled_accepts_every_spelling_of_on():
     ("silence_s", b"0.05", "out of range"),
     ("silence_s", b"11", "out of range"),
     ("silence_s", b"\xff\xfe", "not UTF-8"),
+    ("variation", b"1.01", "out of range"),
+    ("variation", b"-0.1", "out of range"),
+    ("variation", b"nan", "not a number"),
+    ("variation", b"", "not a number"),
+    ("accompany", b"drums", "not one of bass|chords|voice"),
     ("mode", b"x" * (MAX_PAYLOAD + 1), "limit"),
     ("reset", b"x" * (MAX_PAYLOAD + 1), "limit"),
     ("tempo", b"120", "unknown command"),
@@ -240,14 +258,57 @@ def test_cc_silence_when_mapped():
     assert cc_command(cc, 16, 127) == ("silence_s", b"10")
 
 
+def test_cc_variation_when_mapped():
+    assert cc_command(CC, 22, 127) is None  # unmapped by default
+    cc = cfgmod.CCConfig(variation=22)
+    assert cc_command(cc, 22, 0) == ("variation", b"0")
+    assert cc_command(cc, 22, 127) == ("variation", b"1")
+    assert cc_command(cc, 22, 64) == ("variation", b"0.504")
+    with pytest.raises(cfgmod.ConfigError, match="one command only"):
+        cfgmod.parse({"midi": {"cc": {"variation": 20}}})  # CC20 is the mode's
+
+
+def test_the_variation_range_is_defined_once_and_config_mqtt_cc_and_discovery_agree():
+    """One definition (config.VARIATION) read by the config check, set/variation, the CC scaling
+    and the Home Assistant number: their ends are the same numbers."""
+    lo, hi = cfgmod.VARIATION.lo, cfgmod.VARIATION.hi
+    assert VARIATION == (lo, hi) == (0.0, 1.0)
+    field = {f.name: f for f in dataclasses.fields(cfgmod.EngineConfig)}["variation"]
+    assert field.metadata["range"] == cfgmod.VARIATION  # the config check
+    for ok in (lo, hi):
+        assert cfgmod.parse({"engine": {"variation": ok}}).engine.variation == ok
+    for bad in (lo - 0.01, hi + 0.01):
+        with pytest.raises(cfgmod.ConfigError, match=f"engine.variation = {bad}: must be between {lo} and {hi}"):
+            cfgmod.parse({"engine": {"variation": bad}})
+    c, _ = make()  # MQTT and CC share Controller.validate
+    assert c.validate("variation", f"{lo:g}".encode()) == lo and c.validate("variation", f"{hi:g}".encode()) == hi
+    for bad in (lo - 0.01, hi + 0.01):
+        with pytest.raises(CommandError, match=f"out of range {lo:g}-{hi:g}"):
+            c.validate("variation", f"{bad:g}".encode())
+    cc = cfgmod.CCConfig(variation=22)  # the knob's ends are the range's ends
+    assert [float(cc_command(cc, 22, v)[1]) for v in (0, 127)] == [lo, hi]
+    number = {topic.split("/")[-2]: json.loads(payload) for topic, payload in discovery.configs(cfgmod.MqttConfig())}["variation"]
+    assert (number["min"], number["max"], number["step"], number["icon"]) == (lo, hi, 0.05, "mdi:shuffle-variant")
+    assert number["command_topic"].endswith("/set/variation")
+    assert "variation" in SETTINGS
+
+
+def test_accompany_styles_are_the_engines():
+    from ripieno.model.play.engine import ACCOMPANY_STYLES
+
+    assert cfgmod.ACCOMPANY_STYLES == ACCOMPANY_STYLES
+    select = {topic.split("/")[-2]: json.loads(payload) for topic, payload in discovery.configs(cfgmod.MqttConfig())}["accompany"]
+    assert select["options"] == list(ACCOMPANY_STYLES) and select["command_topic"].endswith("/set/accompany")
+
+
 async def test_every_cc_value_is_a_valid_command():
     """A whole knob sweep goes through the controller without one refusal."""
-    cc = cfgmod.CCConfig(silence_s=16)
+    cc = cfgmod.CCConfig(silence_s=16, variation=22)
     c, _ = make()
-    for number in (cc.temperature, cc.silence_s, cc.mode, cc.enabled):
+    for number in (cc.temperature, cc.silence_s, cc.mode, cc.enabled, cc.variation):
         for value in range(128):
             cmd = cc_command(cc, number, value)
             assert cmd is not None
             await c.apply(*cmd)
-    assert c.state.temperature == 2.0 and c.state.mode == "accompany" and c.state.enabled is True
+    assert c.state.temperature == 2.0 and c.state.mode == "accompany" and c.state.enabled is True and c.state.variation == 1.0
 

@@ -74,3 +74,49 @@ async def test_clock_messages_reach_the_queue_only_when_asked(jack, keyboard, cl
             assert [m for _, m in got] == [[0x90, 60, 100]]
     finally:
         midi_in.close()
+
+
+async def test_a_named_keyboard_absent_at_start_is_waited_for_and_connected_when_it_appears(jack, caplog):
+    """Issue #4: the keyboard is switched on after the box. open_pair(wait=True) does not fail:
+    the input stays unconnected, the log says so once and then every WAIT_LOG_S, and poll()
+    connects it when it appears (FOUND, its first connection), its notes reaching the queue."""
+    from peers import Keyboard
+
+    caplog.set_level(logging.INFO, logger="ripieno.daemon.midi_ports")
+    loop = asyncio.get_running_loop()
+    midi_in, midi_out = midi_ports.open_pair("jack", "LATEKBD", "virtual", loop, wait=True)
+    kbd = None
+    try:
+        assert midi_in.peer is None and not midi_in.connected and midi_out.peer == "ripieno:out"
+        waiting = [r for r in caplog.records if "no input port matches 'LATEKBD' yet" in r.getMessage()]
+        assert len(waiting) == 1 and "waiting" in waiting[0].getMessage()
+        t0 = midi_in._next_wait_log - midi_ports.WAIT_LOG_S
+
+        def reminders() -> int:
+            return len([r for r in caplog.records if "still waiting for an input port matching 'LATEKBD'" in r.getMessage()])
+
+        for dt, expected in ((1.0, 0), (midi_ports.WAIT_LOG_S - 1, 0), (midi_ports.WAIT_LOG_S + 0.1, 1),
+                             (midi_ports.WAIT_LOG_S + 10, 1), (2 * midi_ports.WAIT_LOG_S + 0.2, 2)):
+            assert midi_in.poll(now=t0 + dt) is None
+            assert reminders() == expected, dt
+        kbd = Keyboard("latekbd")
+        jack.wait_for_port(kbd.port)
+        assert midi_in.poll() is midi_ports.Change.FOUND
+        assert midi_in.peer == "latekbd:out" and midi_in.connections == 1
+        await asyncio.sleep(0.2)
+        for _ in range(50):  # the callback was armed on this first open
+            kbd.send([0x90, 60, 100])
+            try:
+                t, msg = await asyncio.wait_for(midi_in.queue.get(), 0.1)
+                break
+            except TimeoutError:
+                continue
+        else:
+            raise AssertionError("the late keyboard's note never reached the queue")
+        assert msg == [0x90, 60, 100]
+        assert midi_in.poll(now=t0 + 10 * midi_ports.WAIT_LOG_S) is None and reminders() == 2  # connected: no reminders
+    finally:
+        if kbd is not None:
+            kbd.close()
+        midi_in.close()
+        midi_out.close()

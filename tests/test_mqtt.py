@@ -11,6 +11,7 @@ import json
 import random
 import subprocess
 
+import aiomqtt
 import pytest
 
 from mqtt_helpers import Observer, RecordingActions, mqtt_config, running
@@ -20,7 +21,7 @@ from peers import free_port
 from ripieno.daemon.commands import MAX_PAYLOAD, Controller, State, cc_command
 
 STATE_KEYS = {"enabled", "mode", "temperature", "silence_s", "model", "input", "output", "notes_in", "notes_out",
-              "tempo_bpm", "beat_confidence"}
+              "tempo_bpm", "beat_confidence", "variation", "accompany"}
 
 
 async def test_connect_publishes_retained_online_and_state(broker):
@@ -50,6 +51,8 @@ async def test_every_command_is_reflected_in_state(broker, tmp_path):
             ("set/temperature", "1.5", "temperature", 1.5),
             ("set/silence_s", "2.5", "silence_s", 2.5),
             ("set/model", "jazz", "model", "jazz"),
+            ("set/variation", "0.85", "variation", 0.85),
+            ("set/accompany", "voice", "accompany", "voice"),
         ]:
             mark = len(obs.seen)
             await obs.publish(f"{base}/{topic}", payload)
@@ -59,7 +62,7 @@ async def test_every_command_is_reflected_in_state(broker, tmp_path):
         await obs.wait(lambda: actions.calls == ["reset", "panic"], what="reset and panic at the engine")
         assert actions.loaded == [str(tmp_path / "jazz.pt")]
         assert obs.on(f"{base}/error") == []
-        final = State(True, "accompany", 1.5, 2.5, "jazz", "virtual", "virtual", 0, 0)
+        final = State(True, "accompany", 1.5, 2.5, "jazz", "virtual", "virtual", 0, 0, variation=0.85, accompany="voice")
         assert controller.state == final and actions.states[-1] == final
 
 
@@ -75,6 +78,9 @@ BAD = [
     ("set/model", b"../../etc/passwd", "not a model name"),
     ("set/model", b"nosuch", "no model"),
     ("set/mode", b"a" * (MAX_PAYLOAD + 1), "limit"),
+    ("set/variation", b"1.5", "out of range"),
+    ("set/variation", b"lots", "not a number"),
+    ("set/accompany", b"drums", "not one of"),
 ]
 
 
@@ -112,6 +118,58 @@ async def test_a_retained_command_is_not_replayed_on_connect(broker):
                 assert controller.state.mode == "call" and actions.states == []
         finally:
             await obs.publish(f"{base}/set/mode", "", retain=True)  # clear it from the session broker
+
+
+def mosquitto_pub(broker, *args: str) -> None:
+    subprocess.run(["mosquitto_pub", "-h", broker.host, "-p", str(broker.port), "-q", "1", *args], check=True, timeout=10)
+
+
+async def test_a_retained_command_is_ignored_answered_once_with_how_to_clear_it_and_clearing_it_works(broker):
+    """Issue #7: someone published set/mode (and a cmd) with the retain flag. ripieno never applies
+    them; it answers each once, naming the mosquitto_pub line that removes it, and not again when a
+    reconnect delivers it again; that line, run while ripieno listens, is no error either; the next
+    start then sees nothing."""
+    cfg = mqtt_config(broker.host, broker.port)
+    base = cfg.mqtt.base_topic
+    stale = {f"{base}/set/mode": "off", f"{base}/set/variation": "0.9", f"{base}/cmd/reset": "PRESS"}
+    for topic, payload in stale.items():
+        mosquitto_pub(broker, "-r", "-t", topic, "-m", payload)
+    try:
+        async with Observer(broker.host, broker.port, [f"{base}/#"]) as obs:
+            async with running(cfg) as (controller, actions, _):
+                await obs.wait(lambda: len(obs.on(f"{base}/error")) >= 3, what="an answer for each retained command")
+                errors = {e.value["topic"]: e.value for e in obs.on(f"{base}/error")}
+                assert set(errors) == set(stale)
+                for topic, err in errors.items():
+                    assert "retained" in err["reason"] and f"mosquitto_pub -r -n -t {topic}" in err["reason"], err
+                    assert err["payload"] == stale[topic]
+                # A reconnect delivers them again: kick ripieno's session (a client with its id takes over).
+                online_before = len(obs.on(f"{base}/status"))
+                opts = mqttmod.client_options(cfg, env={})
+                async with aiomqtt.Client(broker.host, broker.port, identifier=opts["identifier"]):
+                    pass
+                await obs.wait(lambda: len([s for s in obs.on(f"{base}/status") if s.value == "online"]) > online_before,
+                               timeout=15, what="ripieno back online after the kick")
+                await asyncio.sleep(0.5)
+                assert len(obs.on(f"{base}/error")) == 3, [e.value for e in obs.on(f"{base}/error")]
+                assert controller.state.mode == "call" and controller.state.variation == 0.5
+                assert actions.states == [] and actions.calls == []
+                # The advice itself, for the set/ topics, while ripieno listens: no error, no change.
+                mark = len(obs.seen)
+                for topic in (f"{base}/set/mode", f"{base}/set/variation"):
+                    mosquitto_pub(broker, "-r", "-n", "-t", topic)
+                await asyncio.sleep(0.5)
+                assert obs.on(f"{base}/error")[3:] == [] and actions.states == [], obs.seen[mark:]
+            mosquitto_pub(broker, "-r", "-n", "-t", f"{base}/cmd/reset")  # (live, it would press reset once)
+            mark = len(obs.seen)
+            async with running(cfg) as (controller, actions, _):  # a restart: nothing retained is left
+                await obs.wait_for(f"{base}/status", lambda v: v == "online", since=mark)
+                await asyncio.sleep(0.5)
+                assert [s for s in obs.seen[mark:] if s.topic == f"{base}/error"] == []
+                assert actions.states == [] and actions.calls == []
+    finally:
+        for topic in stale:
+            mosquitto_pub(broker, "-r", "-n", "-t", topic)
 
 
 async def test_mosquitto_pub_oversized_payload_is_refused(broker, tmp_path):

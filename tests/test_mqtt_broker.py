@@ -165,15 +165,16 @@ async def test_discovery_configs_appear_and_are_resent_on_ha_birth(broker):
     prefix = f"ha-{id(broker)}-disc"
     cfg = mqtt_config(broker.host, broker.port, mqtt={"discovery": True, "discovery_prefix": prefix})
     base = cfg.mqtt.base_topic
-    async with running(cfg):
+    async with running(cfg) as (_, actions, _):
         async with Observer(broker.host, broker.port, [f"{prefix}/+/+/+/config"]) as obs:
-            await obs.wait(lambda: len(obs.seen) >= 10, what="10 discovery configs")
+            await obs.wait(lambda: len(obs.seen) >= 12, what="12 discovery configs")
         async with Observer(broker.host, broker.port, [f"{prefix}/+/+/+/config", f"{base}/state"]) as obs:  # retained
-            configs = await obs.wait(lambda: [s for s in obs.seen if s.topic.endswith("/config")] if len(obs.seen) >= 11 else None,
-                                     what="10 retained discovery configs and the state")
-            assert len(configs) == 10 and all(c.retain for c in configs)
+            configs = await obs.wait(lambda: [s for s in obs.seen if s.topic.endswith("/config")] if len(obs.seen) >= 13 else None,
+                                     what="12 retained discovery configs and the state")
+            assert len(configs) == 12 and all(c.retain for c in configs)
             kinds = sorted(c.topic.split("/")[1] for c in configs)
-            assert kinds == ["button", "button", "number", "number", "select", "sensor", "sensor", "sensor", "sensor", "switch"]
+            assert kinds == ["button", "button", "number", "number", "number", "select", "select",
+                             "sensor", "sensor", "sensor", "sensor", "switch"]
             state = obs.on(f"{base}/state")[0].value
             for c in configs:
                 v = c.value
@@ -182,19 +183,32 @@ async def test_discovery_configs_appear_and_are_resent_on_ha_birth(broker):
                     mqttmod.route(base, v["command_topic"])  # every HA control drives a real command
                 if "value_template" in v and "value_json." in v["value_template"]:
                     assert v["value_template"].split("value_json.")[1].split()[0] in state
-            assert len({c.value["unique_id"] for c in configs}) == 10
+            assert len({c.value["unique_id"] for c in configs}) == 12
             by_object = {c.topic.split("/")[-2]: c.value for c in configs}  # {prefix}/{component}/{node}/{object}/config
             tempo, confidence = by_object["tempo_bpm"], by_object["beat_confidence"]
             assert (tempo["unit_of_measurement"], tempo["icon"]) == ("bpm", "mdi:metronome")
             assert confidence["icon"] == "mdi:target" and "unit_of_measurement" not in confidence
             assert {tempo["state_topic"], confidence["state_topic"]} == {f"{base}/state"}
+            # issue #8: a sampling temperature is dice, not a thermometer
+            assert by_object["temperature"]["icon"] == "mdi:dice-multiple"
+            variation, accompany = by_object["variation"], by_object["accompany"]
+            assert (variation["min"], variation["max"], variation["step"], variation["icon"]) == (0.0, 1.0, 0.05, "mdi:shuffle-variant")
+            assert variation["command_topic"] == f"{base}/set/variation" and state["variation"] == 0.5
+            assert accompany["options"] == ["bass", "chords", "voice"] and accompany["command_topic"] == f"{base}/set/accompany"
+            assert state["accompany"] == "bass"
+            # issue #8: the panic and reset buttons press the existing commands, as Home Assistant presses them
+            for obj in ("panic", "reset"):
+                button = by_object[obj]
+                assert button["command_topic"] == f"{base}/cmd/{obj}"
+                await obs.publish(button["command_topic"], button["payload_press"])
+            await obs.wait(lambda: actions.calls == ["panic", "reset"], what="panic and reset at the engine")
             mark = len(obs.seen)
             await obs.publish(f"{prefix}/status", "online")  # Home Assistant restarted
-            await obs.wait(lambda: len([s for s in obs.seen[mark:] if s.topic.endswith("/config")]) == 10,
+            await obs.wait(lambda: len([s for s in obs.seen[mark:] if s.topic.endswith("/config")]) == 12,
                            what="discovery re-sent")
             await obs.publish(f"{prefix}/status", "offline")
             await asyncio.sleep(0.3)
-            assert len([s for s in obs.seen[mark:] if s.topic.endswith("/config")]) == 10
+            assert len([s for s in obs.seen[mark:] if s.topic.endswith("/config")]) == 12
         # leave the session broker clean
         async with Observer(broker.host, broker.port, []) as cleaner:
             for c in configs:

@@ -56,6 +56,17 @@ def test_unit_text_is_type_notify_and_verifies(tmp_path, user):
     assert r.returncode == 0, r.stderr
 
 
+def test_the_user_unit_orders_itself_after_no_system_target():
+    """Issue #8: sound.target and network-online.target are system units; a user manager has
+    neither, so `After=` on them does nothing there. The system unit keeps them (and pulls the
+    network in, which `After=` alone would not)."""
+    user = systemd.unit_text("/usr/bin/ripieno", None, True)
+    assert "sound.target" not in user and "network-online.target" not in user
+    assert not [line for line in user.splitlines() if line.startswith(("After=", "Wants=", "Requires="))]
+    system = systemd.unit_text("/usr/bin/ripieno", None, False).splitlines()
+    assert "After=sound.target network-online.target" in system and "Wants=network-online.target" in system
+
+
 def test_install_and_uninstall_a_user_unit(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
     monkeypatch.setenv("PATH", "/nonexistent")  # no systemctl: install only writes the file

@@ -223,8 +223,12 @@ class Engine:
     def active(self) -> bool:
         return self.enabled and self.mode != "off"
 
-    def set_state(self, mode: str, enabled: bool, temperature: float, silence_s: float) -> None:
-        """Live settings; a change of mode or enabled silences ripieno first."""
+    def set_state(self, mode: str, enabled: bool, temperature: float, silence_s: float, *,
+                  variation: float | None = None, accompany: str | None = None) -> None:
+        """Live settings; a change of mode or enabled silences ripieno first. `variation` (0..1)
+        and `accompany` (an `ACCOMPANY_STYLES` name) change only when given."""
+        if accompany is not None and accompany not in ACCOMPANY_STYLES:
+            raise ValueError(f"accompany must be one of {', '.join(ACCOMPANY_STYLES)}, got {accompany!r}")
         if mode != self.mode or enabled != self.enabled:
             self.output.panic()
             self.plan = None
@@ -233,6 +237,10 @@ class Engine:
             log.info("mode %s, %s", mode, "enabled" if enabled else "disabled")
         self.mode, self.enabled = mode, enabled
         self.temperature, self.silence_s = temperature, silence_s
+        if variation is not None:
+            self.variation = variation
+        if accompany is not None:
+            self.accompany = accompany
 
     def panic(self) -> None:
         self.output.panic()
