@@ -56,6 +56,51 @@ def test_bundled_file_is_the_documented_one(bundled):
     assert cfg.online.kind == "blend" and bundled.tables, "the default learns the piece with the fitted blend and its corpus n-gram"
 
 
+def test_accompaniment_beats_the_random_diatonic_rival_on_every_held_out_chorale(bundled):
+    """A chorale's soprano played into accompany mode: ripieno's part is more consonant with it than
+    a random note of its key at the same onsets, on every in-repo test chorale, and stays on its grid."""
+    from ripieno.model.play.engine import PlaySettings
+    from ripieno.model.play.offline import run_offline
+    from ripieno.training import music_metrics as mm
+    from ripieno.training.midi_io import read_notes
+    from ripieno.training.play_eval import PROMPT_S, file_notes
+
+    files = sorted(EVAL_DIR.glob("*_parts.mid"))
+    assert len(files) >= 2
+    for f in files:
+        notes = read_notes(f)
+        melody = mm.cut_prompt(file_notes(notes, 0), 2 * PROMPT_S)
+        part = run_offline(melody, Stream(bundled), PlaySettings(mode="accompany"), np.random.default_rng(1))
+        assert len(part) >= 8, f.name
+        _, _, scale = mm.estimate_key(melody)
+        ours, rival = mm.consonance(part, melody), mm.random_diatonic_consonance(part, melody, scale)
+        assert ours > rival + 0.1, (f.name, ours, rival)
+        step = mm.grid_step(notes.qpm)
+        assert mm.on_grid(part, step, mm.fit_grid_phase(melody, step)) >= 0.9, f.name
+        assert mm.ghost_notes(part) == 0 and mm.doubled_strikes(part) == 0
+
+
+def test_call_answers_sit_on_the_prompt_grid_of_held_out_pieces(bundled):
+    """Prompt cuts of the in-repo test pieces, answered through the engine as `continue` does: on the
+    grid of the prompt's sixteenths, entering near a beat of the metre."""
+    from ripieno.model.play.engine import PlaySettings
+    from ripieno.model.play.offline import run_offline
+    from ripieno.training import music_metrics as mm
+    from ripieno.training.midi_io import read_notes
+    from ripieno.training.play_eval import ANSWER_S, PROMPT_S, file_notes
+
+    grid, entry = [], []
+    for f in sorted(EVAL_DIR.glob("*.mid")):
+        notes = read_notes(f)
+        prompt = mm.cut_prompt(file_notes(notes), PROMPT_S)
+        answer = [n for n in run_offline(prompt, Stream(bundled), PlaySettings(), np.random.default_rng(1), seconds=ANSWER_S) if n.onset >= prompt[-1].onset]
+        fig = mm.time_figures(prompt, answer, notes.qpm, *notes.metre.signatures[0][1:])
+        grid.append(fig["on_grid"])
+        entry.append(fig["entry_beat_err"])
+    assert np.mean(grid) >= 0.85, grid
+    assert np.mean(entry) <= 0.1, entry
+
+
 def test_bundled_model_beats_the_markov_rival_on_held_out_pieces(bundled):
     pieces = read_midi_dir(EVAL_DIR)
     assert len(pieces) >= 10
