@@ -68,7 +68,7 @@ class State:
     notes_out: int
     tempo_bpm: float | None = None  # the tempo source's beat (None: no beat known)
     beat_confidence: float = 0.0  # 0..1, how sure the source is of it
-    variation: float = 0.5  # call answers: 0 = may echo the player's phrase, 1 = free
+    variation: float = 0.25  # call answers: 0 = may echo the player's phrase, 1 = free
     accompany: str = "bass"  # accompany mode's part: bass | chords | voice
 
     def to_json(self) -> str:

@@ -82,7 +82,7 @@ class EngineConfig:
     low_pitch: int = _field(21, "lowest pitch ripieno plays", 0, 127)
     high_pitch: int = _field(108, "highest pitch ripieno plays", 0, 127)
     accompany: Accompany = _field("bass", "accompany mode's part: bass | chords | voice")
-    variation: float = _field(0.5, "call mode: 0 = an answer may echo the player's material, 1 = free", VARIATION.lo, VARIATION.hi)
+    variation: float = _field(0.25, "call mode: 0 = an answer may echo the player's material, 1 = free", VARIATION.lo, VARIATION.hi)
 
 
 @dataclass(frozen=True)

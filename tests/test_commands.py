@@ -34,7 +34,7 @@ def test_initial_state_comes_from_config():
     s = c.state
     assert (s.enabled, s.mode, s.temperature, s.silence_s, s.model) == (True, "accompany", 1.25, 2.0, "default")
     assert (s.input, s.output, s.notes_in, s.notes_out) == ("virtual", "virtual", 0, 0)
-    assert (s.variation, s.accompany) == (0.5, "bass")
+    assert (s.variation, s.accompany) == (0.25, "bass")
     c, _ = make(variation=0.8, accompany="chords")
     assert (c.state.variation, c.state.accompany) == (0.8, "chords")
 

@@ -97,7 +97,7 @@ async def test_the_service_hands_variation_and_accompany_to_the_engine(jack, mod
     session = service.Session(cfg, "jack", loop, service.load_stream(str(model)))
     run = asyncio.create_task(session.run())
     try:
-        assert (session.engine.variation, session.engine.accompany) == (0.5, "bass")
+        assert (session.engine.variation, session.engine.accompany) == (0.25, "bass")
         state = await session.controller.apply("variation", b"0.2")
         assert state.variation == 0.2 and session.engine.variation == 0.2
         state = await session.controller.apply("accompany", b"chords")

@@ -152,7 +152,7 @@ async def test_a_retained_command_is_ignored_answered_once_with_how_to_clear_it_
                                timeout=15, what="ripieno back online after the kick")
                 await asyncio.sleep(0.5)
                 assert len(obs.on(f"{base}/error")) == 3, [e.value for e in obs.on(f"{base}/error")]
-                assert controller.state.mode == "call" and controller.state.variation == 0.5
+                assert controller.state.mode == "call" and controller.state.variation == 0.25
                 assert actions.states == [] and actions.calls == []
                 # The advice itself, for the set/ topics, while ripieno listens: no error, no change.
                 mark = len(obs.seen)

@@ -193,7 +193,7 @@ async def test_discovery_configs_appear_and_are_resent_on_ha_birth(broker):
             assert by_object["temperature"]["icon"] == "mdi:dice-multiple"
             variation, accompany = by_object["variation"], by_object["accompany"]
             assert (variation["min"], variation["max"], variation["step"], variation["icon"]) == (0.0, 1.0, 0.05, "mdi:shuffle-variant")
-            assert variation["command_topic"] == f"{base}/set/variation" and state["variation"] == 0.5
+            assert variation["command_topic"] == f"{base}/set/variation" and state["variation"] == 0.25
             assert accompany["options"] == ["bass", "chords", "voice"] and accompany["command_topic"] == f"{base}/set/accompany"
             assert state["accompany"] == "bass"
             # issue #8: the panic and reset buttons press the existing commands, as Home Assistant presses them

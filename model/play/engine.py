@@ -98,7 +98,7 @@ class PlaySettings:
     low_pitch: int = 21
     high_pitch: int = 108
     accompany: str = "bass"
-    variation: float = 0.5
+    variation: float = 0.25
 
 
 class StreamLike(Protocol):
