@@ -37,3 +37,14 @@ def test_bench_soak_prints_finite_blocks():
     out = last_json(r.stdout)
     assert out["events"] >= 3000 and out["finite"] is True and len(out["blocks"]) == 10
     assert out["player_notes"] > 0 and out["ripieno_notes"] > 0
+    assert out["ghost_notes"] == 0 and out["doubled_notes"] == 0  # no click, no flam, whatever the model samples
+
+
+def test_soak_sink_counts_ghost_and_doubled_notes():
+    from ripieno.daemon.bench_soak import _Sink
+
+    sink = _Sink(0, 8)
+    sink.scheduler.add(0.0, 0.01, 60, 80)  # a 10 ms note: a click
+    sink.scheduler.add(0.1, 0.5, 62, 80)
+    sink.due(1.0)
+    assert (sink.ghost_notes, sink.doubled_notes) == (1, 0)

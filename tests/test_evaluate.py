@@ -213,7 +213,7 @@ def test_cli_play_figures_json_and_human_output(tmp_path: Path, capsys: pytest.C
 
     def keys_of(out: str) -> tuple[list[str], dict[str, object]]:
         lines = out.strip().splitlines()
-        return [line.split()[0] for line in lines[:-1]], json.loads(lines[-1])
+        return [line.split()[0] for line in lines[:-1] if not line.startswith("verdict:")], json.loads(lines[-1])
 
     assert cli.main([*base, "--json"]) == 0
     listed, got = keys_of(capsys.readouterr().out)
@@ -226,8 +226,10 @@ def test_cli_play_figures_json_and_human_output(tmp_path: Path, capsys: pytest.C
         assert got[k] is None or 0.0 <= got[k] <= 1.0, k
 
     assert cli.main(base) == 0
-    listed, human = keys_of(capsys.readouterr().out)
+    printed = capsys.readouterr().out
+    listed, human = keys_of(printed)
     assert listed == list(KEYS) + list(play_keys()) and list(human) == listed
+    assert printed.strip().splitlines()[-2].startswith("verdict: ")  # the plain sentence before the JSON
 
     assert cli.main([*base, "--no-play"]) == 0
     listed, short = keys_of(capsys.readouterr().out)
@@ -282,3 +284,12 @@ def test_eval_reads_what_fit_writes(tmp_path: Path, capsys: pytest.CaptureFixtur
     train = split(dedupe(read_midi_dir(midi)), val=0.2, test=0.2)["train"]
     assert 0 < len(train) < 10
     assert got["baseline_markov_nll"] == pytest.approx(mean_nll(Baselines.train(train).rival(), read_midi_dir(midi)), rel=1e-12)
+
+
+def test_the_human_output_ends_with_a_plain_verdict():
+    from ripieno.training.evaluate import verdict
+
+    base = {"baseline_markov_nll": 2.0, "baseline_unigram_nll": 3.0}
+    assert "beats both baselines" in verdict({**base, "pitch_nll": 1.5}) and "25.0 %" in verdict({**base, "pitch_nll": 1.5})
+    assert "NOT the Markov rival" in verdict({**base, "pitch_nll": 2.5})
+    assert "does NOT beat even the pitch frequencies" in verdict({**base, "pitch_nll": 3.5})

@@ -164,3 +164,20 @@ def test_cli_fit_bad_input_is_one_line_exit_2(tmp_path: Path, args: list[str], m
     assert proc.returncode == 2 and proc.stdout == ""
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_a_tiny_validation_split_turns_early_stopping_off_and_says_so(tmp_path, caplog):
+    """A handful of files: one validation piece cannot tell a better epoch from noise (issue: training stopped after 5 s)."""
+    import logging
+
+    from ripieno.training.fit import FitConfig, fit, unigram_nll
+
+    rng = np.random.default_rng(0)
+    piece = lambda n: np.stack([rng.integers(60, 72, n), np.full(n, 0.5), np.full(n, 0.5), np.full(n, 80), np.zeros(n), np.arange(n) * 0.5 % 4, np.full(n, 4.0)], 1).astype(np.float32)  # noqa: E731
+    train, val = [piece(40) for _ in range(3)], [piece(12)]
+    with caplog.at_level(logging.WARNING, logger="ripieno.training.fit"):
+        result = fit(train, val, tmp_path / "run", TINY, FitConfig(epochs=4, patience=1, batch=2, tbptt=16, lr=1e-4, seed=0))
+    assert result.epochs == 4 and result.stopped == "epochs"  # patience 1 would otherwise stop at the first worse epoch
+    assert any("too small to stop on" in r.message for r in caplog.records)
+    assert any("no better than the pitch frequencies alone" in r.message for r in caplog.records)  # lr 1e-4, 4 epochs: worse than unigram
+    assert unigram_nll(train, val) < math.log(128)

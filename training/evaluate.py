@@ -163,6 +163,16 @@ def _jsds(true_tail: list[np.ndarray], sampled_tail: list[np.ndarray]) -> dict[s
     }
 
 
+def verdict(result: dict[str, Any]) -> str:
+    """One plain sentence: does the model beat its baselines on these files?"""
+    nll, markov, unigram = result["pitch_nll"], result["baseline_markov_nll"], result["baseline_unigram_nll"]
+    if nll >= unigram:
+        return f"verdict: the model does NOT beat even the pitch frequencies (pitch NLL {nll:.3f} vs unigram {unigram:.3f}): it is untrained or these files are far from its training data"
+    if nll >= markov:
+        return f"verdict: the model beats the unigram ({unigram:.3f}) but NOT the Markov rival (pitch NLL {nll:.3f} vs {markov:.3f})"
+    return f"verdict: the model beats both baselines: pitch NLL {nll:.3f} is {100 * (1 - nll / markov):.1f} % below the Markov rival ({markov:.3f}) and {100 * (1 - nll / unigram):.1f} % below the unigram ({unigram:.3f})"
+
+
 def _beat_histogram(beats: np.ndarray) -> np.ndarray:
     """Counts (len(BEAT_VALUES),) of steps or durations in beats over the encoding's time bins."""
     return np.bincount(Encoding.time_bin(np.asarray(beats).reshape(-1)), minlength=len(BEAT_VALUES)).astype(np.float64)
@@ -270,6 +280,7 @@ def run(args: argparse.Namespace) -> int:
         for k in result:
             v = result[k]
             print(f"{k:22s} {v:.4f}" if isinstance(v, float) else f"{k:22s} {v}")  # noqa: T201 - CLI result
+        print(verdict(result))  # noqa: T201 - CLI result
     # strict JSON: a figure that could not be computed (e.g. no file long enough to continue) is null
     print(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in result.items()}))
     return 0

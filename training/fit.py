@@ -52,6 +52,9 @@ class FitError(Exception):
     """A training request that cannot run (bad data, bad run dir); str() is one line for the user."""
 
 
+MIN_VAL_NOTES = 200  # fewer predicted validation notes than this cannot tell a better epoch from noise: no early stop
+
+
 @dataclass(frozen=True)
 class FitConfig:
     """How to train (the model's shape is ModelConfig). JSON-able; written into checkpoint meta."""
@@ -64,7 +67,7 @@ class FitConfig:
     warmup_steps: int = 100
     min_lr_fraction: float = 0.05  # cosine decays to lr * this at the last planned step
     clip: float = 1.0  # max global gradient norm; 0 = no clipping
-    patience: int = 3  # epochs without validation improvement before stopping
+    patience: int = 3  # epochs without validation improvement before stopping (only with MIN_VAL_NOTES to judge by)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     batching: str = "auto"  # auto | packed | padded
@@ -354,6 +357,14 @@ def _fit(
         log.warning("no validation pieces: validating on the training pieces (early stopping then only tracks training loss)")
         val, val_source = train, "training pieces (no validation split)"
     val_tokens = encode_pieces(val, model_config.encoding, None, cfg)
+    val_notes = sum(max(len(p) - 1, 0) for p in val)
+    stop_early = val_notes >= MIN_VAL_NOTES
+    if not stop_early and dist.main:
+        log.warning(
+            "the validation split is too small to stop on (%d pieces, %d predicted notes; %d needed): early stopping is off, "
+            "training runs its --epochs or --max-minutes; give it more pieces (e.g. a larger --val-fraction or more files)",
+            len(val), val_notes, MIN_VAL_NOTES,
+        )
 
     history: list[dict[str, float]] = []
     total_steps = 0  # the LR schedule's length: set from the first epoch's plan (or the resumed run)
@@ -462,7 +473,7 @@ def _fit(
         if timed_out:
             stopped = "time"
             break
-        if bad_epochs >= cfg.patience:
+        if stop_early and bad_epochs >= cfg.patience:
             stopped = "early-stop"
             break
         time_fraction = budget_fraction(spent + time.monotonic() - started, cfg, dist, device)
@@ -497,7 +508,24 @@ def _fit(
             "done (%s) after %d epochs in %.0f s: best epoch %d, val pitch NLL %.4f nats/note, checkpoint %s",
             stopped, result.epochs, result.seconds, best_epoch, result.val_pitch_nll, result.checkpoint,
         )
+        floor = unigram_nll(train, val)
+        if result.val_pitch_nll >= floor:
+            log.warning(
+                "the network (val pitch NLL %.4f) is no better than the pitch frequencies alone (unigram %.4f): "
+                "too little data or training; `ripieno-train eval` compares it with its baselines",
+                result.val_pitch_nll, floor,
+            )
     return result
+
+
+def unigram_nll(train: Sequence[np.ndarray], val: Sequence[np.ndarray]) -> float:
+    """Validation NLL of the training pitches' frequencies (add-one): the floor a network must beat."""
+    counts = np.ones(128)
+    for p in train:
+        np.add.at(counts, np.clip(np.asarray(p)[:, 0].astype(np.int64), 0, 127), 1)
+    logp = np.log(counts / counts.sum())
+    rows = [np.clip(np.asarray(p)[1:, 0].astype(np.int64), 0, 127) for p in val if len(p) > 1]
+    return float(-logp[np.concatenate(rows)].mean()) if rows else math.inf
 
 
 def _meta(
