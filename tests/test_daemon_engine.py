@@ -82,7 +82,8 @@ def test_call_answers_after_the_rest_and_never_during_the_phrase(ckpt):
     last_release = max(e.t for e in notes)
     assert min(t for t, _ in answer) >= last_release + 0.5
     beat = 60.0 / engine.tempo.tempo_bpm
-    assert max(t for t, _ in answer) <= last_release + 0.5 + beat + 1.95 + 0.05  # enters on the next beat, about the phrase's length
+    # enters on the next beat of the phrase's beat residue (mod 2 or 3: at most three beats on), about the phrase's length
+    assert max(t for t, _ in answer) <= last_release + 0.5 + 3 * beat + 1.95 + 0.05
     assert sounding(out) == set() and out.scheduler.open == set()
 
 
