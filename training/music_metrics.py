@@ -16,12 +16,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ripieno.model.harmony import CONSONANT  # unison/octave, thirds, fifth, sixths (the fourth is not): one definition
 from ripieno.model.play.offline import Note
 from ripieno.training.metrics import jsd
 
 GRID_TOL_S = 0.025  # an onset within 25 ms of a grid point is "on the grid"
 MIN_IOI_S = 0.035  # inter-onset intervals up to 35 ms are chord spread, not tempo
-CONSONANT = frozenset({0, 3, 4, 7, 8, 9})  # unison/octave, thirds, fifth, sixths (the fourth is not)
 MAJOR_STEPS = (0, 2, 4, 5, 7, 9, 11)
 MINOR_STEPS = (0, 2, 3, 5, 7, 8, 10)  # natural minor
 # Krumhansl-Kessler key profiles, index 0 = tonic
