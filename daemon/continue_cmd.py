@@ -30,6 +30,13 @@ class ContinueError(Exception):
     """A prompt or output that cannot be used; str() is the one line for the user."""
 
 
+def describe(exc: BaseException) -> str:
+    """An exception in a few words: its message, or its type's name when it has none (mido's
+    `EOFError()` on a cut-off file would otherwise read "()")."""
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
 def read_prompt(path: str | Path) -> list[Note]:
     """Every pitched note of a MIDI file (all tracks, tempo map applied, drums skipped), closed.
 
@@ -41,7 +48,7 @@ def read_prompt(path: str | Path) -> list[Note]:
     except FileNotFoundError:
         raise ContinueError(f"{path}: no such file") from None
     except (OSError, EOFError, ValueError, KeyError, IndexError, TypeError) as exc:
-        raise ContinueError(f"{path}: not a readable MIDI file ({exc})") from None
+        raise ContinueError(f"{path}: not a readable MIDI file ({describe(exc)})") from None
     notes: list[Note] = []
     held: dict[tuple[int, int], tuple[float, int]] = {}
     t = 0.0
@@ -104,8 +111,11 @@ def main(cfg: Config, prompt_path: str, out_path: str, seconds: float | None, ev
     cont = run_offline(prompt, stream, cfg.engine, rng, seconds, events, channel=cfg.midi.channel - 1)
     write_midi(out_path, prompt, cont, cfg.midi.channel - 1)
     if png:
-        from .pianoroll import draw
+        from .pianoroll import DrawError, draw
 
-        draw(png, [dataclasses.astuple(n) for n in prompt], [dataclasses.astuple(n) for n in cont])
+        try:
+            draw(png, [dataclasses.astuple(n) for n in prompt], [dataclasses.astuple(n) for n in cont])
+        except DrawError as exc:
+            raise ContinueError(f"{png}: cannot write the piano roll ({out_path} was written): {exc}") from None
     print(f"{out_path}: {len(prompt)} prompt notes + {len(cont)} ripieno notes ({cfg.engine.mode})")
     return 0

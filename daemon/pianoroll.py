@@ -8,6 +8,10 @@ from pathlib import Path
 NoteTuple = tuple[float, int, float, int]  # onset, pitch, duration, velocity
 
 
+class DrawError(Exception):
+    """The PNG could not be written (a missing folder, no permission, a format matplotlib lacks): one line."""
+
+
 def draw(path: str | Path, prompt: Sequence[NoteTuple], continuation: Sequence[NoteTuple]) -> None:
     """Bars per note (opacity follows velocity): the prompt in blue, ripieno in orange."""
     import matplotlib
@@ -29,5 +33,9 @@ def draw(path: str | Path, prompt: Sequence[NoteTuple], continuation: Sequence[N
     ax.set_ylabel("MIDI pitch")
     ax.legend(handles=[Patch(color="tab:blue", label="prompt"), Patch(color="tab:orange", label="ripieno")], loc="upper right")
     fig.tight_layout()
-    fig.savefig(str(path))
-    plt.close(fig)
+    try:
+        fig.savefig(str(path), format="png")
+    except (OSError, ValueError) as exc:
+        raise DrawError(getattr(exc, "strerror", None) or " ".join(str(exc).split()) or type(exc).__name__) from None
+    finally:
+        plt.close(fig)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -32,6 +33,39 @@ DEFAULT = "default"
 
 class CheckpointError(Exception):
     """A checkpoint that cannot be used; str() is one line naming the file and the problem."""
+
+
+REASON_CHARS = 200  # a reason from torch longer than this is cut at its last sentence end before it
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_SENTENCE_END = re.compile(r"[.!?;](?=\s|$)")
+_UNPICKLER = "WeightsUnpickler error:"
+
+
+def _reason(exc: BaseException) -> str:
+    """What torch said, as a few whole words for one line: its first line (with the line after a
+    heading that ends in ':'), cut at a sentence end, never mid-word. For a refusal of the
+    weights-only loader, only what it refused: its advice to load the file unsafely (or to
+    allowlist the class) is not something ripieno does."""
+    text = _ANSI.sub("", str(exc))
+    prefix = ""
+    if _UNPICKLER in text:
+        text = text.split(_UNPICKLER, 1)[1]
+        prefix = "refused by the weights-only loader: "
+    lines = [" ".join(line.split()) for line in text.splitlines()]
+    lines = [line for line in lines if line]
+    if not lines:
+        return prefix + type(exc).__name__
+    line = lines[0]
+    if line.endswith(":") and len(lines) > 1:
+        line = f"{line} {lines[1]}"
+    if len(line) > REASON_CHARS:
+        ends = [m.end() for m in _SENTENCE_END.finditer(line) if m.end() <= REASON_CHARS]
+        if ends:
+            line = line[: ends[-1]]
+        else:
+            cut = line.rfind(" ", 0, REASON_CHARS)
+            line = (line[:cut] if cut > 0 else line[:REASON_CHARS]) + " ..."
+    return prefix + line
 
 
 @dataclass
@@ -109,8 +143,7 @@ def load(spec: str | os.PathLike = DEFAULT, device: str | torch.device = "cpu") 
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for truncated/corrupt/unsafe files
-        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{where}: unreadable (truncated, corrupt or not a tensor file): {reason}") from None
+        raise CheckpointError(f"{where}: unreadable (truncated, corrupt or not a tensor file): {_reason(e)}") from None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT or not isinstance(blob.get("header"), str):
         raise CheckpointError(f"{where}: not a ripieno checkpoint")
     try:
@@ -136,12 +169,12 @@ def load(spec: str | os.PathLike = DEFAULT, device: str | torch.device = "cpu") 
     try:
         config = ModelConfig.from_dict(header["config"])
     except Exception as e:
-        raise CheckpointError(f"{where}: bad model config ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        raise CheckpointError(f"{where}: bad model config ({_reason(e)})") from None
     model = NoteLSTM(config)
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
-        raise CheckpointError(f"{where}: weights do not fit the config ({str(e).splitlines()[0][:160]})") from None
+        raise CheckpointError(f"{where}: weights do not fit the config ({_reason(e)})") from None
     model.to(device).eval()
     meta = header.get("meta") if isinstance(header.get("meta"), dict) else {}
     return Checkpoint(model=model, config=config, meta=meta, path=path, tables=tables)

@@ -110,3 +110,29 @@ def test_a_unison_on_one_channel_does_not_hold_the_answer_back(setup, tmp_path):
     assert first is not None
     first_s = mido.tick2second(first, 480, 500_000)
     assert prompt_end + 0.8 <= first_s < prompt_end + 0.8 + 1.5, first_s  # silence_s, then the next beat
+
+
+def _continue(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "ripieno"), "continue", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_a_png_that_cannot_be_written_is_one_line_and_exit_2(setup, tmp_path):
+    """Issue #6: an unwritable --png printed matplotlib's 30-line traceback."""
+    d, model = setup
+    (tmp_path / "a_file").write_text("")
+    for png in (tmp_path / "no" / "such" / "dir" / "x.png", tmp_path / "a_file" / "x.png", tmp_path):
+        r = _continue(str(d / "prompt.mid"), "-o", str(tmp_path / "out.mid"), "--model", str(model), "--seed", "1", "--events", "4", "--png", str(png))
+        assert r.returncode == 2, r.stderr
+        lines = r.stderr.strip().splitlines()
+        errors = [line for line in lines if line.startswith("ripieno: ")]  # the rest is the log ("seed 1")
+        assert len(errors) == 1 and errors[0] == lines[-1] and "Traceback" not in r.stderr, r.stderr
+        assert str(png) in errors[0] and "piano roll" in errors[0], r.stderr
+
+
+def test_an_error_without_a_message_names_its_type(setup, tmp_path):
+    """Issue #6: a cut-off MIDI file made mido raise a bare EOFError: "not a readable MIDI file ()"."""
+    d, model = setup
+    (tmp_path / "cut.mid").write_bytes((d / "prompt.mid").read_bytes()[:20])
+    r = _continue(str(tmp_path / "cut.mid"), "-o", str(tmp_path / "out.mid"), "--model", str(model))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "not a readable MIDI file (EOFError)" in r.stderr and "()" not in r.stderr, r.stderr

@@ -85,7 +85,7 @@ def test_resume_continues_the_run_and_a_finished_run_is_not_overwritten(tmp_path
 
 
 def test_early_stopping_when_validation_stops_improving(tmp_path: Path) -> None:
-    pieces = [phrase_piece(0)]
+    pieces = [phrase_piece(0, repeats=40)]  # 239 predicted notes: enough validation to stop on (MIN_VAL_NOTES)
     result = fit(pieces, pieces, tmp_path, TINY, quick(lr=1e-12, warmup_steps=1, patience=2, epochs=30))
     assert result.stopped == "early-stop" and result.epochs == 3 and result.best_epoch == 1
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 
 import pytest
 import torch
@@ -146,3 +147,45 @@ def test_default_missing_or_present_is_clear():
         assert ck.load("default").encoding.version == ENCODING_VERSION
     else:
         _expect("default", "no bundled default model")
+
+
+def _torch_says(path) -> str:
+    with pytest.raises(Exception) as err:
+        torch.load(path, map_location="cpu", weights_only=True)
+    return " ".join(re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", str(err.value)).split())
+
+
+@pytest.mark.parametrize("kind", ["garbage", "pickle"])
+def test_torchs_reason_is_whole_sentences_without_its_advice_to_load_unsafely(tmp_path, kind):
+    """Issue #6: the reason was torch's first line cut at 160 characters, mid-sentence, and that
+    line is torch's advice (to load with weights_only=False), which ripieno must never take."""
+    p = tmp_path / f"{kind}.pt"
+    if kind == "garbage":
+        p.write_bytes(b"\x00garbage" * 100)
+    else:
+        torch.save({"format": ck.FORMAT, "x": _Boom()}, p, pickle_module=pickle)
+    with pytest.raises(ck.CheckpointError) as err:
+        ck.load(p)
+    msg = str(err.value)
+    reason = msg.split("refused by the weights-only loader: ", 1)[1]
+    assert "\n" not in msg and "\x1b" not in msg and "weights_only" not in msg, msg
+    said = _torch_says(p)
+    assert reason in said, (reason, said)
+    after = said[said.index(reason) + len(reason):]
+    assert reason.endswith(".") or after == "" or after.startswith(" Check the documentation"), (reason, after)
+
+
+class _Boom:
+    def __reduce__(self):
+        return (exec, ("raise SystemExit('pwned')",))
+
+
+def test_a_long_reason_is_cut_at_a_sentence_end_or_a_word_never_mid_word():
+    two = RuntimeError("First sentence is short. " + "word " * 60 + "end.\nsecond line")
+    assert ck._reason(two) == "First sentence is short."
+    one = RuntimeError("x" * 10 + " " + "word " * 80)
+    got = ck._reason(one)
+    assert got.endswith(" ...") and len(got) <= ck.REASON_CHARS + 4 and not got[:-4].endswith(" "), got
+    assert ck._reason(RuntimeError("")) == "RuntimeError"
+    assert ck._reason(RuntimeError("Error(s) in loading state_dict for M:\n\tsize mismatch for w.")) == \
+        "Error(s) in loading state_dict for M: size mismatch for w."
