@@ -170,7 +170,10 @@ def load(spec: str | os.PathLike = DEFAULT, device: str | torch.device = "cpu") 
         config = ModelConfig.from_dict(header["config"])
     except Exception as e:
         raise CheckpointError(f"{where}: bad model config ({_reason(e)})") from None
-    model = NoteLSTM(config)
+    try:
+        model = NoteLSTM(config)
+    except Exception as e:  # noqa: BLE001 - a header's numbers of the wrong type or sign reach torch here
+        raise CheckpointError(f"{where}: bad model config ({_reason(e)})") from None
     try:
         model.load_state_dict(state)
     except RuntimeError as e:

@@ -189,3 +189,16 @@ def test_a_long_reason_is_cut_at_a_sentence_end_or_a_word_never_mid_word():
     assert ck._reason(RuntimeError("")) == "RuntimeError"
     assert ck._reason(RuntimeError("Error(s) in loading state_dict for M:\n\tsize mismatch for w.")) == \
         "Error(s) in loading state_dict for M: size mismatch for w."
+
+
+@pytest.mark.parametrize("bad", [{"hidden": "x"}, {"hidden": -1}, {"layers": 0}])
+def test_a_header_config_torch_cannot_build_is_one_line(saved, bad):
+    _, path = saved
+
+    def spoil(blob):
+        h = json.loads(blob["header"])
+        h["config"].update(bad)
+        blob["header"] = json.dumps(h)
+
+    _rewrite(path, spoil)
+    _expect(path, "bad model config")
