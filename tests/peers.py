@@ -298,3 +298,14 @@ class Daemon:
                 raise
         self._log.close()
         return self.proc.returncode
+
+
+def start_wired(daemon, jack, keyboard, synth, text):
+    """A daemon from config text, up, with the keyboard wired to its input and its output to the synth."""
+    d = daemon(text)
+    jack.wait_for_port("ripieno:in", timeout=60)
+    jack.wait_for_port("ripieno-out:out", timeout=10)
+    d.wait_log("ripieno is up")
+    jack.connect(keyboard.port, "ripieno:in")
+    jack.connect("ripieno:out", synth.port)
+    return d

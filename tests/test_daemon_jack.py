@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from peers import Keyboard, Synth, wait_until
+from peers import Keyboard, Synth, start_wired, wait_until
 from tiny_model import tiny_checkpoint
 
 # Known environment flake, handled where it is understood and retried where it is not: on this
@@ -33,16 +33,6 @@ def model(tmp_path_factory):
 def config(model, mode="call", input="virtual", output="virtual", silence_s=0.4, extra="") -> str:
     return (f'[midi]\napi = "jack"\ninput = "{input}"\noutput = "{output}"\n'
             f'[engine]\nmode = "{mode}"\nmodel = "{model}"\nsilence_s = {silence_s}\nseed = 5\n{extra}')
-
-
-def start_wired(daemon, jack, keyboard, synth, text):
-    d = daemon(text)
-    jack.wait_for_port("ripieno:in", timeout=60)
-    jack.wait_for_port("ripieno-out:out", timeout=10)
-    d.wait_log("ripieno is up")
-    jack.connect(keyboard.port, "ripieno:in")
-    jack.connect("ripieno:out", synth.port)
-    return d
 
 
 def test_call_answers_after_the_rest_not_during_and_sigterm_mid_answer_leaves_nothing_sounding(jack, daemon, keyboard, synth, model):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from peers import Received, Synth, wait_until
+from peers import Received, Synth, start_wired, wait_until
 from tiny_model import tiny_checkpoint
 
 # The JACK flake of tests/test_daemon_jack.py (a client whose process cycle never runs) applies here too.
@@ -115,16 +115,6 @@ def stamped_synth(jack):
     jack.wait_for_port(s.port)
     yield s
     s.close()
-
-
-def start_wired(daemon, jack, keyboard, synth, text):
-    d = daemon(text)
-    jack.wait_for_port("ripieno:in", timeout=60)
-    jack.wait_for_port("ripieno-out:out", timeout=10)
-    d.wait_log("ripieno is up")
-    jack.connect(keyboard.port, "ripieno:in")
-    jack.connect("ripieno:out", synth.port)
-    return d
 
 
 class Performance:
