@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ripieno.model.harmony import CONSONANT  # unison/octave, thirds, fifth, sixths (the fourth is not): one definition
+from ripieno.model.harmony import CONSONANT, consonant_with  # one definition for the engine's guard and the figures
 from ripieno.model.play.offline import Note
 from ripieno.training.metrics import jsd
 
@@ -178,16 +178,10 @@ def _counted(ripieno: Sequence[NoteLike], player: Sequence[NoteLike]) -> list[tu
     return out
 
 
-def _consonant(pitch: int, sounding: np.ndarray) -> bool:
-    """Whether `pitch` makes a consonant interval, abs(p - r) mod 12, with every sounding pitch."""
-    iv = np.mod(np.abs(sounding - pitch), 12)
-    return bool(np.isin(iv, list(CONSONANT)).all())
-
-
 def consonance_counts(ripieno_notes: Sequence[NoteLike], player_notes: Sequence[NoteLike]) -> tuple[int, int]:
     """(consonant, counted) ripieno onsets against the player notes sounding there; see `consonance`."""
     counted = _counted(ripieno_notes, player_notes)
-    good = sum(_consonant(r, s) for r, s in counted)
+    good = sum(consonant_with(int(r), s.tolist()) for r, s in counted)
     return good, len(counted)
 
 
@@ -219,7 +213,7 @@ def random_diatonic_consonance(
     total = 0.0
     for r, sounding in counted:
         base = r - r % 12
-        total += sum(_consonant(base + pc, sounding) for pc in pcs) / len(pcs)
+        total += sum(consonant_with(base + pc, sounding.tolist()) for pc in pcs) / len(pcs)
     return total / len(counted)
 
 
