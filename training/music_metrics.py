@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ripieno.model.harmony import CONSONANT, consonant_with  # one definition for the engine's guard and the figures
+from ripieno.model.harmony import consonant_with  # one definition for the engine's guard and the figures
 from ripieno.model.play.offline import Note
 from ripieno.training.metrics import jsd
 
