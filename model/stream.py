@@ -100,11 +100,7 @@ class Stream:
     def _ensure(self) -> None:
         if self._fresh:
             return
-        logits = self.net.pitch_logits(self.h[-1], self._buf)
-        p = self._net_probs
-        np.subtract(logits, logits.max(), out=p)  # float32 logits into the float64 buffer
-        np.exp(p, out=p)
-        p /= p.sum()
+        p = _softmax_into(self.net.pitch_logits(self.h[-1], self._buf), self._net_probs)
         if self.online is not None:
             self.online.mix(p, self._mixed)
             self._mixed /= self._mixed.sum()
@@ -140,12 +136,7 @@ class Stream:
         return Prediction(p.copy(), p.copy(), np.array([1.0, 0.0]))
 
     def _accompaniment_probs(self) -> np.ndarray:
-        logits = self.net.pitch_logits(self.h[-1], self._buf, int(Role.RIPIENO))
-        p = self._acc_probs
-        np.subtract(logits, logits.max(), out=p)
-        np.exp(p, out=p)
-        p /= p.sum()
-        return p
+        return _softmax_into(self.net.pitch_logits(self.h[-1], self._buf, int(Role.RIPIENO)), self._acc_probs)
 
     def head_probs(self, pitch: int, temperature: float = 1.0) -> dict[str, np.ndarray]:
         """Bin distributions of step, duration and velocity for a next note of `pitch`."""
@@ -182,6 +173,14 @@ class Stream:
         k = vel_bin
         velocity = int((vlo[k] + vhi[k]) // 2) if r is None else int(vlo[k] + int(r.random() * (vhi[k] - vlo[k] + 1)))
         return NoteEvent(int(pitch), self.encoding.step_beats(step_bin), self.encoding.duration_beats(dur_bin), min(max(velocity, 1), 127), role)
+
+
+def _softmax_into(logits: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """softmax of float32 logits written into a preallocated float64 buffer (no allocation per note)."""
+    np.subtract(logits, logits.max(), out=out)
+    np.exp(out, out=out)
+    out /= out.sum()
+    return out
 
 
 def _numpy_net(ck: Checkpoint) -> NumpyLSTM:
