@@ -15,7 +15,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q -e '.[test,corpus]'
+	$(BIN)/pip install -q -e '.[test,train]'
 	@touch $(STAMP)
 
 # Rebuild the bundled model from scratch (corpus conversion, fit, online blend, stored baselines)

@@ -22,6 +22,7 @@ a keyboard and a synth client in this process, and `ripieno run` as a real subpr
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -32,6 +33,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import rtmidi
@@ -163,13 +165,7 @@ def _reactions(env: dict[str, str], model: str, n: int, workdir: Path) -> tuple[
         kbd.delete()
         syn.close()
         tap.close()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
         logf.close()
     stats: dict = {}
     for line in (workdir / "ripieno.log").read_text(errors="replace").splitlines():
@@ -178,31 +174,43 @@ def _reactions(env: dict[str, str], model: str, n: int, workdir: Path) -> tuple[
     return got, stats, missed
 
 
-def run(model: str = "default", notes: int = 200, period: int = 128, server: str | None = None) -> dict:
-    """Measure; returns the JSON-able result (see module docstring)."""
+def stop_process(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """SIGTERM (ripieno closes its notes and ports), SIGKILL only if it has not gone within `grace`."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@contextlib.contextmanager
+def private_jack(period: int = 128, server: str | None = None) -> Iterator[dict[str, str]]:
+    """The environment of a JACK server for a bench: `server` if named, else a private dummy jackd
+    (`period` frames at 48 kHz) started here and stopped on exit. This process's own clients use it too."""
     jackd = None
     name = server or f"ripieno-bench-{os.getpid()}"
     env = os.environ | {"JACK_DEFAULT_SERVER": name, "JACK_NO_START_SERVER": "1"}
     os.environ.update({"JACK_DEFAULT_SERVER": name, "JACK_NO_START_SERVER": "1"})
-    with tempfile.TemporaryDirectory(prefix="ripieno-bench-") as tmp:
-        work = Path(tmp)
-        try:
-            if server is None:
-                exe = shutil.which("jackd")
-                if exe is None:
-                    raise RuntimeError("bench e2e needs jackd (make install installs it)")
-                jackd = subprocess.Popen([exe, "-n", name, "--no-realtime", "-d", "dummy", "-r", str(RATE), "-p", str(period)],
-                                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                _wait(lambda: _jack(env, "jack_lsp").returncode == 0, 10, "the private jackd")
-            got, stats, missed = _reactions(env, model, notes, work)
-        finally:
-            if jackd is not None:
-                jackd.terminate()
-                try:
-                    jackd.wait(5)
-                except subprocess.TimeoutExpired:
-                    jackd.kill()
-                    jackd.wait()
+    try:
+        if server is None:
+            exe = shutil.which("jackd")
+            if exe is None:
+                raise RuntimeError("this bench needs jackd (make install installs it)")
+            jackd = subprocess.Popen([exe, "-n", name, "--no-realtime", "-d", "dummy", "-r", str(RATE), "-p", str(period)],
+                                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            _wait(lambda: _jack(env, "jack_lsp").returncode == 0, 10, "the private jackd")
+        yield env
+    finally:
+        if jackd is not None:
+            stop_process(jackd, 5.0)
+
+
+def run(model: str = "default", notes: int = 200, period: int = 128, server: str | None = None) -> dict:
+    """Measure; returns the JSON-able result (see module docstring)."""
+    with tempfile.TemporaryDirectory(prefix="ripieno-bench-") as tmp, private_jack(period, server) as env:
+        got, stats, missed = _reactions(env, model, notes, Path(tmp))
     period_us = period / RATE * 1e6
     lat = [(off - t0) * 1e6 for t0, _, off in got]
     floor = [(tap - t0) * 1e6 for t0, tap, _ in got]

@@ -17,13 +17,12 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-import torch
 
 from ripieno.model.blas import limit_blas_threads
 from ripieno.model.checkpoint import Checkpoint, CheckpointError, load
+from ripieno.model.config import ModelConfig
 from ripieno.model.encoding import encode
 from ripieno.model.events import NoteEvent, Role, events_to_array
-from ripieno.model.network import ModelConfig, NoteLSTM
 from ripieno.model.stream import Stream
 
 REFEED_WINDOW = 512
@@ -40,9 +39,12 @@ def checkpoint_for(model_spec: str) -> Checkpoint:
     layers, hidden = int(m.group(1)), int(m.group(2))
     if not (1 <= layers <= 8 and 1 <= hidden <= 4096):
         raise CheckpointError(f"model {model_spec}: random:LxH needs 1 <= L <= 8 and 1 <= H <= 4096")
+    import torch  # the re-feed rival needs torch anyway; a random model is built by it, as training would
+
+    from ripieno.model.network import NoteLSTM, checkpoint_of
+
     torch.manual_seed(0)
-    cfg = ModelConfig(hidden=hidden, layers=layers)
-    return Checkpoint(model=NoteLSTM(cfg).eval(), config=cfg, meta={"random": True})
+    return checkpoint_of(NoteLSTM(ModelConfig(hidden=hidden, layers=layers)).eval(), {"random": True})
 
 
 def player_events(n: int, rng: np.random.Generator) -> list[NoteEvent]:
@@ -81,14 +83,14 @@ def step_timer(ck: Checkpoint, warmup: list[NoteEvent], seed: int) -> Callable[[
     return block
 
 
-def floor_timer(model: NoteLSTM, seed: int) -> Callable[[int], list[int]]:
+def floor_timer(ck: Checkpoint, seed: int) -> Callable[[int], list[int]]:
     """A timer of the bare LSTM arithmetic for one event, in numpy, same weights: block(n) -> ns each."""
-    lstm = model.lstm
-    H, L = lstm.hidden_size, lstm.num_layers
-    w_ih = [getattr(lstm, f"weight_ih_l{k}").detach().numpy().copy() for k in range(L)]
-    w_hh = [getattr(lstm, f"weight_hh_l{k}").detach().numpy().copy() for k in range(L)]
-    b = [(getattr(lstm, f"bias_ih_l{k}") + getattr(lstm, f"bias_hh_l{k}")).detach().numpy() for k in range(L)]
-    x0 = np.random.default_rng(seed).standard_normal(lstm.input_size).astype(np.float32)
+    w = ck.weights
+    H, L = ck.config.hidden, ck.config.layers
+    w_ih = [np.array(w[f"lstm.weight_ih_l{k}"]) for k in range(L)]
+    w_hh = [np.array(w[f"lstm.weight_hh_l{k}"]) for k in range(L)]
+    b = [w[f"lstm.bias_ih_l{k}"] + w[f"lstm.bias_hh_l{k}"] for k in range(L)]
+    x0 = np.random.default_rng(seed).standard_normal(w_ih[0].shape[1]).astype(np.float32)
     h = np.zeros((L, H), np.float32)
     c = np.zeros((L, H), np.float32)
 
@@ -116,6 +118,11 @@ def floor_timer(model: NoteLSTM, seed: int) -> Callable[[int], list[int]]:
 
 def refeed_timer(ck: Checkpoint, events: list[NoteEvent]) -> Callable[[int], list[int]]:
     """A timer of re-running torch over the last REFEED_WINDOW events for one prediction: block(reps) -> ns each."""
+    import torch
+
+    from ripieno.model.network import model_of
+
+    model = model_of(ck)
     tokens = torch.from_numpy(encode(events_to_array(events[-REFEED_WINDOW:]), ck.encoding))[None]
     clock = time.perf_counter_ns
 
@@ -124,8 +131,8 @@ def refeed_timer(ck: Checkpoint, events: list[NoteEvent]) -> Callable[[int], lis
         with torch.inference_mode():
             for _ in range(reps):
                 t0 = clock()
-                out, _ = ck.model(tokens)
-                torch.softmax(ck.model.pitch_logits(out[0, -1:]), -1)
+                out, _ = model(tokens)
+                torch.softmax(model.pitch_logits(out[0, -1:]), -1)
                 times.append(clock() - t0)
         return times
 
@@ -135,11 +142,13 @@ def refeed_timer(ck: Checkpoint, events: list[NoteEvent]) -> Callable[[int], lis
 
 def run(model_spec: str = "default", events: int = 2000, seed: int = 0) -> dict:
     """Measure the streaming step; JSON-able dict with p50_us, p99_us, floor_us, naive_refeed_us."""
+    import torch
+
     torch.set_num_threads(1)
     blas_threads = limit_blas_threads(1)
     ck = checkpoint_for(model_spec)
     evs = player_events(max(events, REFEED_WINDOW) + 100, np.random.default_rng(seed))
-    step, floor_block, refeed = step_timer(ck, evs[:100], seed), floor_timer(ck.model, seed), refeed_timer(ck, evs)
+    step, floor_block, refeed = step_timer(ck, evs[:100], seed), floor_timer(ck, seed), refeed_timer(ck, evs)
     # Interleaved rounds, so a box whose speed drifts (a shared VM does) slows all three alike and
     # the ratios stay honest; measured one after another they were seen to disagree by 1.5x.
     step_ns: list[int] = []

@@ -96,14 +96,15 @@ def _stop_quietly(signum: int, _frame: object) -> None:
     """SIGTERM or Ctrl-C before any port is open: log it and end the process at once, exit 0.
 
     Not by raising SystemExit: a handler's exception surfaces wherever the main thread happens
-    to be, and in the middle of `import torch` that is now and then C++ that cannot pass a
+    to be, and in the middle of an extension module's import (torch's, when the daemon still
+    imported it) that is now and then C++ that cannot pass a
     Python exception on (pybind11 calls std::terminate: exit 134, "terminate called after
     throwing an instance of 'pybind11::error_already_set'") or code that catches it and carries
     on (the stop is lost and the daemon starts anyway): of 170 stops at random points of the
     import, one aborted and one was lost; the test that stops it there failed one run in three.
     Nothing is open yet that needs closing (serve() installs its own handlers before the first
-    port), so nothing is unwound, which also saves the interpreter's teardown of a half-imported
-    torch (0.3-0.6 s here). Now 150 of 150 such stops exit 0, within 0.35 s.
+    port), so nothing is unwound, which also saves the interpreter's teardown of half-imported
+    modules. Then 150 of 150 such stops exited 0, within 0.35 s.
     """
     try:
         log.info("stopped while importing the engine (%s)", signal.Signals(signum).name)
@@ -117,12 +118,12 @@ def _stop_quietly(signum: int, _frame: object) -> None:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args)
-    # Importing torch takes seconds: a SIGTERM or Ctrl-C meanwhile is a clean stop (exit 0, no port
-    # is open yet), not a kill. The service's own handlers take over once its loop runs.
+    # Importing the engine and loading the model take a moment: a SIGTERM or Ctrl-C meanwhile is a
+    # clean stop (exit 0, no port is open yet), not a kill. The service's own handlers take over once its loop runs.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _stop_quietly)
     log.debug("importing the engine (SIGTERM or Ctrl-C stops cleanly from here on)")
-    from . import service  # torch is heavy: import it only for commands that need it
+    from . import service  # the engine (numpy, model): imported only by the commands that play
 
     return service.run(cfg)
 
@@ -151,6 +152,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from . import bench_soak
 
         result = bench_soak.run(args.model, events=args.events)
+    elif args.what == "startup":
+        from . import bench_startup
+
+        result = bench_startup.run(args.model, runs=args.runs, server=args.jack_server)
     else:
         from . import bench_e2e
 
@@ -230,14 +235,15 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--png", help="also draw a piano roll of prompt and continuation")
     sc.set_defaults(func=_cmd_continue)
 
-    sb = sub.add_parser("bench", help="measure the model step or the end-to-end latency (JSON)")
-    sb.add_argument("what", choices=["step", "e2e", "soak"])
+    sb = sub.add_parser("bench", help="measure the model step, the end-to-end latency or the start-up (JSON)")
+    sb.add_argument("what", choices=["step", "e2e", "soak", "startup"])
     sb.add_argument("--model", default="default", help="'default' or a checkpoint path")
     sb.add_argument("--json", action="store_true", help="print one JSON object")
     sb.add_argument("--notes", type=int, default=200, help="e2e: measured reactions")
     sb.add_argument("--events", type=int, default=1_000_000, help="soak: events (player + ripieno) through one session")
     sb.add_argument("--period", type=int, default=128, help="e2e: frames per period of the private jackd")
-    sb.add_argument("--jack-server", help="e2e: use this running JACK server instead of a private dummy one")
+    sb.add_argument("--runs", type=int, default=5, help="startup: starts measured (the median is reported)")
+    sb.add_argument("--jack-server", help="e2e, startup: use this running JACK server instead of a private dummy one")
     sb.set_defaults(func=_cmd_bench)
 
     sv = sub.add_parser("service", help="install or remove the systemd unit")

@@ -168,18 +168,27 @@ def parse_number(text: str, lo: float, hi: float) -> float:
 
 
 def available_models(models_dir: str) -> dict[str, Path]:
-    """Checkpoints a command may name: the NAME.pt files directly in models_dir (single-file checkpoints)."""
+    """Checkpoints a command may name: the NAME.safetensors (or old NAME.pt, which then says how to
+    convert it) files directly in models_dir. A symlink counts only if it resolves to a file inside
+    models_dir: a name never opens anything outside it."""
     if not models_dir:
         return {}
     root = Path(models_dir).expanduser()
     try:
+        real_root = root.resolve(strict=True)
         entries = list(root.iterdir())
     except OSError:
         return {}
     found: dict[str, Path] = {}
-    for p in sorted(entries):
-        if p.is_file() and p.suffix == ".pt" and _MODEL_NAME.fullmatch(p.stem):
-            found[p.stem] = p
+    for p in sorted(entries, key=lambda p: (p.suffix != ".safetensors", p.name)):
+        if p.suffix not in (".safetensors", ".pt") or not _MODEL_NAME.fullmatch(p.stem) or p.stem in found:
+            continue
+        try:
+            real = p.resolve(strict=True)
+        except (OSError, RuntimeError):
+            continue
+        if real.parent == real_root and real.is_file():
+            found[p.stem] = real
     return found
 
 

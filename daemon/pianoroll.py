@@ -14,7 +14,10 @@ class DrawError(Exception):
 
 def draw(path: str | Path, prompt: Sequence[NoteTuple], continuation: Sequence[NoteTuple]) -> None:
     """Bars per note (opacity follows velocity): the prompt in blue, ripieno in orange."""
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        raise DrawError("--png needs matplotlib, which this install lacks: pip install 'ripieno[plot]'") from None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

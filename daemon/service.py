@@ -356,12 +356,10 @@ async def serve(cfg: Config) -> int:
 
 
 def single_thread() -> None:
-    """One model step is ~100 us of numpy: BLAS or torch threads only add wake-up jitter on a small box."""
-    import torch
-
+    """One model step is ~100 us of numpy: BLAS threads only add wake-up jitter on a small box.
+    (The daemon never imports torch: weights are read with safetensors and stepped in numpy.)"""
     from ripieno.model.blas import limit_blas_threads
 
-    torch.set_num_threads(1)
     limit_blas_threads(1)
 
 

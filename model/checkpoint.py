@@ -1,13 +1,24 @@
-"""Safe checkpoints: one file, tensors plus a JSON header, never an arbitrary pickle.
+"""Safe checkpoints: one safetensors file, tensors plus a JSON header; never a pickle, never torch.
 
-Format (FORMAT_VERSION 1): `torch.save` of a plain dict
-    {"format": "ripieno-checkpoint", "header": <JSON string>, "weights": {name: tensor},
-     "tables": {name: tensor}}   # optional: e.g. the corpus n-gram the online blend uses
-read back with `torch.load(weights_only=True)`, which refuses anything but tensors and plain
-containers. The header holds the format version, the ModelConfig (with its Encoding and
-encoding version), free-form metadata (training run, metrics) and the SHA-256 of the weights
-(over sorted names, dtypes, shapes and bytes; tables count as "tables/<name>"), so a flipped byte is caught at load time,
-not as garbage notes later. Every problem is one CheckpointError line naming the file.
+Format (FORMAT_VERSION 2): a safetensors file (the field's standard container: an 8-byte
+header length, a JSON table of names, dtypes, shapes and offsets, then raw little-endian bytes;
+nothing in it can run code) whose metadata holds
+    "format": "ripieno-checkpoint", "header": <JSON string>, "sha256": <hex>
+and whose tensors are the network's weights under "weights/<state_dict name>" and optional
+arrays under "tables/<name>" (e.g. the corpus n-gram the online blend uses). The header holds
+the format version, the ModelConfig (with its Encoding and encoding version) and free-form
+metadata (training run, metrics). The checksum covers the header text and every tensor (name,
+dtype, shape, bytes), so a flipped byte or an edited header value is caught at load time, not
+heard as garbage notes later.
+
+Loading checks before it allocates: the safetensors table of contents and the header are read
+first, the config is validated against its bounds (`ModelConfig`), and every weight's shape
+must be the one that config implies (`config.expected_shapes`) before any tensor is read.
+Every problem is one CheckpointError line naming the file. Format 1 (a `torch.save` zip, .pt)
+is recognised and refused with the command that converts it (`ripieno-train convert`).
+
+This module needs numpy and safetensors only: the daemon loads and steps a model without
+torch (`numpy_lstm.NumpyLSTM`); `network.model_of` gives training its torch module.
 """
 
 from __future__ import annotations
@@ -15,120 +26,130 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import torch
+import numpy as np
 
+from .config import ModelConfig, expected_shapes
 from .encoding import ENCODING_VERSION, Encoding
-from .network import ModelConfig, NoteLSTM
 
 FORMAT = "ripieno-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+SUFFIX = ".safetensors"
 DEFAULT = "default"
+MAX_TABLE_ELEMENTS = 64_000_000  # every "tables/" array together (the bundled corpus n-gram is ~0.4 M)
+WEIGHTS, TABLES = "weights/", "tables/"
 
 
 class CheckpointError(Exception):
     """A checkpoint that cannot be used; str() is one line naming the file and the problem."""
 
 
-REASON_CHARS = 200  # a reason from torch longer than this is cut at its last sentence end before it
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-_SENTENCE_END = re.compile(r"[.!?;](?=\s|$)")
-_UNPICKLER = "WeightsUnpickler error:"
-
-
-def _reason(exc: BaseException) -> str:
-    """What torch said, as a few whole words for one line: its first line (with the line after a
-    heading that ends in ':'), cut at a sentence end, never mid-word. For a refusal of the
-    weights-only loader, only what it refused: its advice to load the file unsafely (or to
-    allowlist the class) is not something ripieno does."""
-    text = _ANSI.sub("", str(exc))
-    prefix = ""
-    if _UNPICKLER in text:
-        text = text.split(_UNPICKLER, 1)[1]
-        prefix = "refused by the weights-only loader: "
-    lines = [" ".join(line.split()) for line in text.splitlines()]
-    lines = [line for line in lines if line]
-    if not lines:
-        return prefix + type(exc).__name__
-    line = lines[0]
-    if line.endswith(":") and len(lines) > 1:
-        line = f"{line} {lines[1]}"
-    if len(line) > REASON_CHARS:
-        ends = [m.end() for m in _SENTENCE_END.finditer(line) if m.end() <= REASON_CHARS]
-        if ends:
-            line = line[: ends[-1]]
-        else:
-            cut = line.rfind(" ", 0, REASON_CHARS)
-            line = (line[:cut] if cut > 0 else line[:REASON_CHARS]) + " ..."
-    return prefix + line
-
-
 @dataclass
 class Checkpoint:
-    model: NoteLSTM  # eval mode
+    """A loaded checkpoint: the config and its weights as read-only numpy arrays (state_dict names)."""
+
     config: ModelConfig
+    weights: dict[str, np.ndarray]
     meta: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
-    tables: dict[str, torch.Tensor] = field(default_factory=dict)  # non-weight arrays (corpus n-gram)
-    _cache: dict[str, Any] = field(default_factory=dict, repr=False)  # objects built once from tables
+    tables: dict[str, np.ndarray] = field(default_factory=dict)  # non-weight arrays (corpus n-gram)
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False)  # objects built once from it (numpy net, torch module)
 
     @property
     def encoding(self) -> Encoding:
         return self.config.encoding
 
+    def n_parameters(self) -> int:
+        return int(sum(w.size for w in self.weights.values()))
+
 
 def default_path() -> Path:
     """Where the bundled model lives inside the installed package."""
-    return Path(str(resources.files("ripieno.model.weights") / "default.pt"))
+    return Path(str(resources.files("ripieno.model.weights") / f"default{SUFFIX}"))
 
 
-def weights_sha256(state: dict[str, torch.Tensor]) -> str:
+def checksum(header_text: str, tensors: dict[str, np.ndarray]) -> str:
+    """SHA-256 over the header text and every tensor (sorted names, dtype, shape, bytes)."""
     h = hashlib.sha256()
-    for name in sorted(state):
-        t = state[name].detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    h.update(header_text.encode())
+    for name in sorted(tensors):
+        a = np.ascontiguousarray(tensors[name])
+        h.update(f"|{name}|{a.dtype.str}|{tuple(a.shape)}|".encode())
+        h.update(a.tobytes())
     return h.hexdigest()
 
 
-def _checked(state: dict[str, torch.Tensor], tables: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """What the checksum covers: the weights, and the tables under "tables/" (absent tables change nothing)."""
-    return {**state, **{f"tables/{k}": v for k, v in tables.items()}}
+def save(
+    path: str | os.PathLike,
+    config: ModelConfig,
+    weights: dict[str, np.ndarray],
+    meta: dict[str, Any] | None = None,
+    tables: dict[str, np.ndarray] | None = None,
+) -> Path:
+    """Write config + weights (+ tables) atomically (temp file then rename): a crash never leaves half a checkpoint."""
+    from safetensors.numpy import save_file
 
-
-def save(path: str | os.PathLike, model: NoteLSTM, meta: dict[str, Any] | None = None, tables: dict[str, torch.Tensor] | None = None) -> Path:
-    """Write model + meta (+ tables) atomically (temp file then rename), so a crash never leaves half a checkpoint."""
     path = Path(path)
-    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    tables = {k: v.detach().cpu().contiguous() for k, v in (tables or {}).items()}
-    header = {
-        "format_version": FORMAT_VERSION,
-        "encoding_version": model.config.encoding.version,
-        "config": model.config.to_dict(),
-        "meta": meta or {},
-        "sha256": weights_sha256(_checked(state, tables)),
-    }
+    want = expected_shapes(config)
+    got = {k: tuple(np.shape(v)) for k, v in weights.items()}
+    if got != want:
+        bad = sorted(set(got) ^ set(want)) or sorted(k for k in want if got[k] != want[k])
+        raise CheckpointError(f"checkpoint {path}: weights do not fit the config ({', '.join(bad[:3])})")
+    header = {"format_version": FORMAT_VERSION, "encoding_version": config.encoding.version, "config": config.to_dict(), "meta": meta or {}}
     try:
         text = json.dumps(header, sort_keys=True, allow_nan=False)
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"checkpoint {path}: meta is not plain JSON ({e})") from None
+    tensors = {WEIGHTS + k: np.ascontiguousarray(v, dtype=np.float32) for k, v in weights.items()}
+    tensors.update({TABLES + k: np.ascontiguousarray(v) for k, v in (tables or {}).items()})
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    blob = {"format": FORMAT, "header": text, "weights": state}
-    if tables:
-        blob["tables"] = tables
-    torch.save(blob, tmp)
+    save_file(tensors, str(tmp), metadata={"format": FORMAT, "header": text, "sha256": checksum(text, tensors)})
+    os.chmod(tmp, 0o644)  # a model file is data for every user of the box (the daemon may run as its own user)
     os.replace(tmp, path)
     return path
 
 
-def load(spec: str | os.PathLike = DEFAULT, device: str | torch.device = "cpu") -> Checkpoint:
-    """Load "default" (the bundled model) or a checkpoint path; the model comes back in eval mode."""
+def _sniff(path: Path, where: str) -> None:
+    """Refuse a format-1 torch zip with the command that converts it, before safetensors sees it."""
+    with path.open("rb") as f:
+        head = f.read(4)
+    if head[:2] == b"PK":
+        raise CheckpointError(
+            f"{where}: a format-1 checkpoint (a torch .pt file); convert it once with `ripieno-train convert {path} {path.with_suffix(SUFFIX)}`"
+        )
+
+
+def _reason(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _header(meta: Any, where: str) -> tuple[dict[str, Any], str, str]:
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(meta.get("header"), str):
+        raise CheckpointError(f"{where}: not a ripieno checkpoint (a safetensors file without ripieno's header)")
+    text = meta["header"]
+    try:
+        header = json.loads(text)
+        version = header["format_version"]
+    except (ValueError, KeyError, TypeError):
+        raise CheckpointError(f"{where}: header is not valid ripieno JSON") from None
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"{where}: checkpoint format {version!r}, this ripieno reads format {FORMAT_VERSION}")
+    enc_version = header.get("encoding_version")
+    if enc_version == 1:
+        raise CheckpointError(f"{where}: encoding 1 (time in seconds) is not read by this ripieno (encoding 2, time in beats): retrain it with `ripieno-train fit` on the same data")
+    if enc_version != ENCODING_VERSION:
+        raise CheckpointError(f"{where}: encoding version {enc_version!r}, this ripieno uses encoding {ENCODING_VERSION}; retrain or use a matching ripieno")
+    return header, text, str(meta.get("sha256", ""))
+
+
+def load(spec: str | os.PathLike = DEFAULT) -> Checkpoint:
+    """Load "default" (the bundled model) or a checkpoint path; every problem is one CheckpointError line."""
     if str(spec) == DEFAULT:
         path = default_path()
         if not path.is_file():
@@ -140,44 +161,50 @@ def load(spec: str | os.PathLike = DEFAULT, device: str | torch.device = "cpu") 
         raise CheckpointError(f"{where}: no such file")
     if not path.is_file():
         raise CheckpointError(f"{where}: not a file")
+    from safetensors import SafetensorError, safe_open
+
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for truncated/corrupt/unsafe files
-        raise CheckpointError(f"{where}: unreadable (truncated, corrupt or not a tensor file): {_reason(e)}") from None
-    if not isinstance(blob, dict) or blob.get("format") != FORMAT or not isinstance(blob.get("header"), str):
-        raise CheckpointError(f"{where}: not a ripieno checkpoint")
-    try:
-        header = json.loads(blob["header"])
-        version = header["format_version"]
-    except (ValueError, KeyError, TypeError):
-        raise CheckpointError(f"{where}: header is not valid ripieno JSON") from None
-    if version != FORMAT_VERSION:
-        raise CheckpointError(f"{where}: checkpoint format {version}, this ripieno reads format {FORMAT_VERSION}")
-    enc_version = header.get("encoding_version", header.get("config", {}).get("encoding", {}).get("version"))
-    if enc_version == 1:
-        raise CheckpointError(f"{where}: encoding 1 (time in seconds) is not read by this ripieno (encoding 2, time in beats): retrain it with `ripieno-train fit` on the same data")
-    if enc_version != ENCODING_VERSION:
-        raise CheckpointError(f"{where}: encoding version {enc_version}, this ripieno uses encoding {ENCODING_VERSION}; retrain or use a matching ripieno")
-    state = blob.get("weights")
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{where}: weights are missing or not tensors")
-    tables = blob.get("tables", {})
-    if not isinstance(tables, dict) or not all(isinstance(v, torch.Tensor) for v in tables.values()):
-        raise CheckpointError(f"{where}: tables are not tensors")
-    if weights_sha256(_checked(state, tables)) != header.get("sha256"):
-        raise CheckpointError(f"{where}: weights checksum mismatch (file damaged or edited)")
-    try:
-        config = ModelConfig.from_dict(header["config"])
-    except Exception as e:
-        raise CheckpointError(f"{where}: bad model config ({_reason(e)})") from None
-    try:
-        model = NoteLSTM(config)
-    except Exception as e:  # noqa: BLE001 - a header's numbers of the wrong type or sign reach torch here
-        raise CheckpointError(f"{where}: bad model config ({_reason(e)})") from None
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise CheckpointError(f"{where}: weights do not fit the config ({_reason(e)})") from None
-    model.to(device).eval()
+        _sniff(path, where)
+        with safe_open(str(path), framework="np") as f:
+            header, text, digest = _header(f.metadata(), where)
+            config = _config(header, where)
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+            _check_shapes(config, shapes, where)
+            tensors = {k: f.get_tensor(k) for k in shapes}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{where}: unreadable (truncated, damaged or not a safetensors file: {_reason(e)})") from None
+    if checksum(text, tensors) != digest:
+        raise CheckpointError(f"{where}: checksum mismatch (file damaged or edited)")
+    weights = {k[len(WEIGHTS) :]: np.asarray(v, dtype=np.float32) for k, v in tensors.items() if k.startswith(WEIGHTS)}
+    tables = {k[len(TABLES) :]: v for k, v in tensors.items() if k.startswith(TABLES)}
     meta = header.get("meta") if isinstance(header.get("meta"), dict) else {}
-    return Checkpoint(model=model, config=config, meta=meta, path=path, tables=tables)
+    return Checkpoint(config=config, weights=weights, meta=meta, path=path, tables=tables)
+
+
+def _config(header: dict[str, Any], where: str) -> ModelConfig:
+    try:
+        return ModelConfig.from_dict(header["config"])
+    except Exception as e:  # noqa: BLE001 - any wrong type or value in a foreign header is one line
+        raise CheckpointError(f"{where}: bad model config ({_reason(e)})") from None
+
+
+def _check_shapes(config: ModelConfig, shapes: dict[str, tuple[int, ...]], where: str) -> None:
+    """Every weight present with the shape the config implies, tables bounded: before any tensor is read."""
+    want = expected_shapes(config)
+    got = {k[len(WEIGHTS) :]: v for k, v in shapes.items() if k.startswith(WEIGHTS)}
+    missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
+    wrong = sorted(k for k in set(want) & set(got) if want[k] != got[k])
+    if missing or extra or wrong:
+        what = []
+        if missing:
+            what.append(f"missing {missing[0]}")
+        if extra:
+            what.append(f"unexpected {extra[0][:60]}")
+        if wrong:
+            what.append(f"{wrong[0]} is {got[wrong[0]]}, not {want[wrong[0]]}")
+        raise CheckpointError(f"{where}: weights do not fit the config ({'; '.join(what)})")
+    others = [k for k in shapes if not k.startswith((WEIGHTS, TABLES))]
+    if others:
+        raise CheckpointError(f"{where}: unexpected tensor {others[0][:60]!r}")
+    if sum(int(np.prod(v)) for k, v in shapes.items() if k.startswith(TABLES)) > MAX_TABLE_ELEMENTS:
+        raise CheckpointError(f"{where}: its tables are larger than this ripieno loads")

@@ -14,53 +14,22 @@ stores none, so one model serves many streams.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from .encoding import N_PITCH, N_ROLE, N_TARGETS, Encoding
-from .online import OnlineConfig
+from .checkpoint import Checkpoint, CheckpointError
+from .config import HEADS, ModelConfig, embedding_widths
+from .encoding import N_PITCH, N_ROLE, N_TARGETS
+
+__all__ = ["HEADS", "ModelConfig", "NoteLSTM", "State", "checkpoint_of", "model_of", "numpy_weights", "save"]
 
 State = tuple[Tensor, Tensor]
-HEADS = ("step", "duration", "velocity")
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Architecture of a NoteLSTM; JSON-able (`to_dict`/`from_dict`), written into every checkpoint."""
-
-    hidden: int = 256
-    layers: int = 2
-    pitch_embed: int = 64  # width of the pitch embedding (and of the tied output projection)
-    embed: int = 16  # width of every other column's embedding
-    cond_embed: int = 32  # pitch embedding the timing/velocity heads condition on
-    head_hidden: int = 128  # shared hidden layer of the timing/velocity heads
-    dropout: float = 0.1
-    tie_weights: bool = False  # pitch output layer shares the pitch input embedding
-    encoding: Encoding = field(default_factory=Encoding)
-    online: OnlineConfig = field(default_factory=OnlineConfig)  # how a Stream learns the piece (no weights)
-
-    def to_dict(self) -> dict:
-        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("encoding", "online")}
-        d["encoding"] = self.encoding.to_dict()
-        d["online"] = self.online.to_dict()
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> ModelConfig:
-        known = {f.name for f in fields(cls)}
-        extra = set(d) - known
-        if extra:
-            raise ValueError(f"unknown model config key(s): {', '.join(sorted(extra))}")
-        d = dict(d)
-        if "encoding" in d:
-            d["encoding"] = Encoding.from_dict(d["encoding"])
-        if "online" in d:
-            d["online"] = OnlineConfig.from_dict(d["online"])
-        return cls(**d)
 
 
 class NoteLSTM(nn.Module):
@@ -70,7 +39,7 @@ class NoteLSTM(nn.Module):
         super().__init__()
         self.config = cfg = config or ModelConfig()
         vocab = cfg.encoding.vocab_sizes
-        widths = [cfg.pitch_embed] + [cfg.embed] * (len(vocab) - 1)
+        widths = embedding_widths(cfg)
         self.embeddings = nn.ModuleList(nn.Embedding(n, w) for n, w in zip(vocab, widths))
         self.lstm = nn.LSTM(sum(widths), cfg.hidden, cfg.layers, batch_first=True, dropout=cfg.dropout if cfg.layers > 1 else 0.0)
         self.drop = nn.Dropout(cfg.dropout)
@@ -143,3 +112,38 @@ class NoteLSTM(nn.Module):
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+
+
+# ---------------------------------------------------------------- torch <-> the checkpoint file
+
+
+def numpy_weights(model: NoteLSTM) -> dict[str, np.ndarray]:
+    """The state dict as float32 numpy arrays: what a checkpoint file stores."""
+    return {k: np.ascontiguousarray(v.detach().cpu().to(torch.float32).numpy()) for k, v in model.state_dict().items()}
+
+
+def checkpoint_of(model: NoteLSTM, meta: dict[str, Any] | None = None, tables: dict[str, np.ndarray] | None = None) -> Checkpoint:
+    """An in-memory Checkpoint of a torch model (tests, benches, eval of a model being trained)."""
+    ck = Checkpoint(config=model.config, weights=numpy_weights(model), meta=dict(meta or {}), tables=dict(tables or {}))
+    ck._cache[f"torch:{next(model.parameters()).device}"] = model
+    return ck
+
+
+def save(path: str | Path, model: NoteLSTM, meta: dict[str, Any] | None = None, tables: dict[str, np.ndarray] | None = None) -> Path:
+    """Write a torch model as a checkpoint file (`checkpoint.save` on its numpy weights)."""
+    from . import checkpoint
+
+    return checkpoint.save(path, model.config, numpy_weights(model), meta, tables)
+
+
+def model_of(ck: Checkpoint, device: str | torch.device = "cpu") -> NoteLSTM:
+    """The checkpoint's weights as a torch NoteLSTM in eval mode (built once per checkpoint and device)."""
+    key = f"torch:{torch.device(device)}"
+    if key not in ck._cache:
+        model = NoteLSTM(ck.config)
+        try:
+            model.load_state_dict({k: torch.from_numpy(np.array(v, copy=True)) for k, v in ck.weights.items()})
+        except RuntimeError as e:
+            raise CheckpointError(f"checkpoint {ck.path}: weights do not fit the config ({str(e).splitlines()[0]})") from None
+        ck._cache[key] = model.to(device).eval()
+    return ck._cache[key]

@@ -1,7 +1,7 @@
 """The NoteLSTM's arithmetic for one event at a time, in plain float32 numpy.
 
-Exported once from the torch module, read-only afterwards and shared by every Stream of a
-checkpoint. Why not torch: for batch 1, seq 1 the framework overhead is larger than the maths
+Laid out once from a checkpoint's weights (numpy arrays by state_dict name; no torch), read-only
+afterwards and shared by every Stream of a checkpoint. Why not torch: for batch 1, seq 1 the framework overhead is larger than the maths
 (nn.LSTM ~1 ms, LSTMCell ~0.24 ms vs ~70 us of matrix work on 2x256, measured in issue 4).
 
 Folds done at export (exact up to float32 rounding):
@@ -20,14 +20,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
+from .config import HEADS, ModelConfig
 from .encoding import N_PITCH, N_ROLE
-from .network import HEADS, NoteLSTM
 
 
-def _np(t: torch.Tensor) -> np.ndarray:
-    return np.ascontiguousarray(t.detach().cpu().to(torch.float32).numpy())
+def _f32(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.float32)
 
 
 @dataclass
@@ -45,18 +44,18 @@ class Buffers:
 class NumpyLSTM:
     """Weights of one NoteLSTM laid out for single-event steps."""
 
-    def __init__(self, model: NoteLSTM) -> None:
-        cfg = model.config
+    def __init__(self, cfg: ModelConfig, weights: dict[str, np.ndarray]) -> None:
+        """`weights`: the NoteLSTM state_dict as numpy arrays (a Checkpoint's `weights`)."""
+        w = {k: np.asarray(v, dtype=np.float64) for k, v in weights.items()}  # folds in double, stored as float32
         self.layers, self.hidden = cfg.layers, cfg.hidden
         H = cfg.hidden
-        lstm = model.lstm
-        w_ih0 = _np(lstm.weight_ih_l0)
+        w_ih0 = w["lstm.weight_ih_l0"]
         # layer-0 input projection folded into every embedding table: (V_i, 4H) per column
         self.tables: list[np.ndarray] = []
         off = 0
-        for emb in model.embeddings:
-            e = _np(emb.weight)
-            self.tables.append(np.ascontiguousarray(e @ w_ih0[:, off : off + e.shape[1]].T))
+        for i in range(len(cfg.encoding.columns)):
+            e = w[f"embeddings.{i}.weight"]
+            self.tables.append(_f32(e @ w_ih0[:, off : off + e.shape[1]].T))
             off += e.shape[1]
         # the twelve one-bit lead columns become two tables of 64 rows (six bits each): two row
         # additions per step instead of twelve, the same sums
@@ -65,40 +64,37 @@ class NumpyLSTM:
         if self.lead_at >= 0:
             bits = self.tables[self.lead_at : self.lead_at + 12]
             m = np.arange(64)
-            self.lead_tables = [
-                np.ascontiguousarray(sum(bits[h * 6 + k][(m >> k) & 1] for k in range(6)).astype(np.float32)) for h in range(2)
-            ]
+            self.lead_tables = [_f32(sum(bits[h * 6 + k][(m >> k) & 1] for k in range(6))) for h in range(2)]
             self.tables = self.tables[: self.lead_at] + self.tables[self.lead_at + 12 :]
             self.lead_weights = (1 << np.arange(12)).astype(np.int64)
         self.table_cols = [i for i in range(len(cols)) if not (self.lead_at >= 0 and self.lead_at <= i < self.lead_at + 12)]
-        self.bias = [_np(getattr(lstm, f"bias_ih_l{k}")) + _np(getattr(lstm, f"bias_hh_l{k}")) for k in range(self.layers)]
-        self.w_hh0 = _np(lstm.weight_hh_l0)  # (4H, H)
-        self.w_cat = [np.ascontiguousarray(np.concatenate([_np(getattr(lstm, f"weight_ih_l{k}")), _np(getattr(lstm, f"weight_hh_l{k}"))], axis=1)) for k in range(1, self.layers)]
+        self.bias = [_f32(w[f"lstm.bias_ih_l{k}"] + w[f"lstm.bias_hh_l{k}"]) for k in range(self.layers)]
+        self.w_hh0 = _f32(w["lstm.weight_hh_l0"])  # (4H, H)
+        self.w_cat = [_f32(np.concatenate([w[f"lstm.weight_ih_l{k}"], w[f"lstm.weight_hh_l{k}"]], axis=1)) for k in range(1, self.layers)]
         # activation as one tanh: sigmoid(x) = 0.5 * tanh(0.5 x) + 0.5 on the i, f, o gates
         self.pre = np.ones(4 * H, dtype=np.float32)
         self.pre[: 2 * H] = 0.5
         self.pre[3 * H :] = 0.5
         self.post_add = np.where(self.pre == 0.5, 0.5, 0.0).astype(np.float32)
-        # pitch head
         # pitch head: one (128 x H) readout per role of the next note
         if cfg.tie_weights:
-            e = model.embeddings[0].weight.detach().double()
-            pw = model.pitch_proj.weight.detach().double().view(N_ROLE, cfg.pitch_embed, H)
-            pb = model.pitch_proj.bias.detach().double().view(N_ROLE, cfg.pitch_embed)
-            self.w_pitch = [_np(e @ pw[r]) for r in range(N_ROLE)]
-            self.b_pitch = [_np(e @ pb[r] + model.pitch_bias.detach().double()[r]) for r in range(N_ROLE)]
+            e = w["embeddings.0.weight"]
+            pw = w["pitch_proj.weight"].reshape(N_ROLE, cfg.pitch_embed, H)
+            pb = w["pitch_proj.bias"].reshape(N_ROLE, cfg.pitch_embed)
+            self.w_pitch = [_f32(e @ pw[r]) for r in range(N_ROLE)]
+            self.b_pitch = [_f32(e @ pb[r] + w["pitch_bias"][r]) for r in range(N_ROLE)]
         else:
-            w = model.pitch_out.weight.detach().view(N_ROLE, N_PITCH, H)
-            b = model.pitch_out.bias.detach().view(N_ROLE, N_PITCH)
-            self.w_pitch = [_np(w[r]) for r in range(N_ROLE)]
-            self.b_pitch = [_np(b[r]) for r in range(N_ROLE)]
+            pw = w["pitch_out.weight"].reshape(N_ROLE, N_PITCH, H)
+            pb = w["pitch_out.bias"].reshape(N_ROLE, N_PITCH)
+            self.w_pitch = [_f32(pw[r]) for r in range(N_ROLE)]
+            self.b_pitch = [_f32(pb[r]) for r in range(N_ROLE)]
         # timing/velocity heads conditioned on pitch
-        w_in = model.head_in.weight.detach().double()
-        self.w_head_h = _np(w_in[:, :H])
-        self.cond_table = _np(model.cond.weight.detach().double() @ w_in[:, H:].t() + model.head_in.bias.detach().double())
-        self.w_heads = np.ascontiguousarray(np.concatenate([_np(model.heads[n].weight) for n in HEADS], axis=0))
-        self.b_heads = np.concatenate([_np(model.heads[n].bias) for n in HEADS])
-        sizes = [model.heads[n].out_features for n in HEADS]
+        w_in = w["head_in.weight"]
+        self.w_head_h = _f32(w_in[:, :H])
+        self.cond_table = _f32(w["cond.weight"] @ w_in[:, H:].T + w["head_in.bias"])
+        self.w_heads = _f32(np.concatenate([w[f"heads.{n}.weight"] for n in HEADS], axis=0))
+        self.b_heads = _f32(np.concatenate([w[f"heads.{n}.bias"] for n in HEADS]))
+        sizes = [w[f"heads.{n}.bias"].shape[0] for n in HEADS]
         bounds = np.cumsum([0, *sizes])
         self.head_slices = {n: slice(int(bounds[i]), int(bounds[i + 1])) for i, n in enumerate(HEADS)}
         self.head_starts = bounds.astype(np.intp)  # segment boundaries, HEADS order

@@ -22,7 +22,7 @@ from . import sampling
 from .checkpoint import Checkpoint
 from .encoding import IncrementalEncoder
 from .events import NoteEvent, Role
-from .network import HEADS
+from .config import HEADS
 from .numpy_lstm import NumpyLSTM
 from .online import CorpusExpert, corpus_from_tables, make_online
 
@@ -186,12 +186,12 @@ def _softmax_into(logits: np.ndarray, out: np.ndarray) -> np.ndarray:
 def _numpy_net(ck: Checkpoint) -> NumpyLSTM:
     """The checkpoint's numpy export, made once and shared read-only by its streams (~0.2 s each otherwise)."""
     if "numpy" not in ck._cache:
-        ck._cache["numpy"] = NumpyLSTM(ck.model)
+        ck._cache["numpy"] = NumpyLSTM(ck.config, ck.weights)
     return ck._cache["numpy"]
 
 
 def _corpus(ck: Checkpoint) -> CorpusExpert | None:
     """The checkpoint's corpus n-gram, built once per checkpoint and shared read-only by its streams."""
     if "corpus" not in ck._cache:
-        ck._cache["corpus"] = corpus_from_tables({k: v.numpy() for k, v in ck.tables.items()})
+        ck._cache["corpus"] = corpus_from_tables(ck.tables)
     return ck._cache["corpus"]

@@ -96,8 +96,8 @@ def daemon(jack: JackServer, tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
     """Start `ripieno run` with a config text; every daemon started is stopped after the test."""
     started: list[Daemon] = []
 
-    def start(config_text: str, args: list[str] | None = None, env: dict[str, str] | None = None) -> Daemon:
-        d = Daemon(config_text, tmp_path / f"daemon{len(started)}", jack.env() | (env or {}), args)
+    def start(config_text: str, args: list[str] | None = None, env: dict[str, str] | None = None, entry: list[str] | None = None) -> Daemon:
+        d = Daemon(config_text, tmp_path / f"daemon{len(started)}", jack.env() | (env or {}), args, entry)
         started.append(d)
         return d
 

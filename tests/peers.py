@@ -266,13 +266,14 @@ class Broker:
 class Daemon:
     """`ripieno run` as a subprocess, its stderr logged to a file the test can read."""
 
-    def __init__(self, config_text: str, workdir: Path, env: dict[str, str], args: list[str] | None = None) -> None:
+    def __init__(self, config_text: str, workdir: Path, env: dict[str, str], args: list[str] | None = None, entry: list[str] | None = None) -> None:
+        """entry: what runs instead of the `ripieno` script (e.g. a Python wrapper around its main)."""
         workdir.mkdir(parents=True, exist_ok=True)
         self.config = workdir / "config.toml"
         self.config.write_text(config_text)
         self.log_path = workdir / "ripieno.log"
         self._log = open(self.log_path, "wb")
-        cmd = [str(BIN / "ripieno"), "--log-level", "debug", "run", "--config", str(self.config), *(args or [])]
+        cmd = [*(entry or [str(BIN / "ripieno")]), "--log-level", "debug", "run", "--config", str(self.config), *(args or [])]
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env)
 
     def log(self) -> str:

@@ -25,7 +25,7 @@ def test_train_help():
 
 
 def test_run_opens_virtual_ports_and_sigterm_exits_0(jack, daemon, tmp_path):
-    model = tiny_checkpoint(tmp_path / "tiny.pt")
+    model = tiny_checkpoint(tmp_path / "tiny.safetensors")
     d = daemon(f'[midi]\napi = "jack"\n[engine]\nmodel = "{model}"\n')
     d.wait_log("ripieno is up", timeout=60)
     jack.wait_for_port("ripieno:in", timeout=10)
@@ -127,7 +127,7 @@ def _run_until_the_config_is_logged(jack, env: dict[str, str], log_path) -> str:
 def test_run_logs_the_config_file_it_found(jack, tmp_path):
     cfg = tmp_path / "xdg" / "ripieno" / "config.toml"
     cfg.parent.mkdir(parents=True)
-    cfg.write_text(f'[midi]\napi = "jack"\n[engine]\nmodel = "{tiny_checkpoint(tmp_path / "tiny.pt")}"\n')
+    cfg.write_text(f'[midi]\napi = "jack"\n[engine]\nmodel = "{tiny_checkpoint(tmp_path / "tiny.safetensors")}"\n')
     log = _run_until_the_config_is_logged(jack, {"HOME": str(tmp_path / "home"), "XDG_CONFIG_HOME": str(tmp_path / "xdg")}, tmp_path / "log")
     assert f"config {cfg}: " in log, log
 

@@ -161,27 +161,27 @@ async def test_reset_and_panic_reach_the_engine_without_changing_state():
 
 
 def test_models_are_the_pt_files_in_models_dir(tmp_path):
-    (tmp_path / "jazz.pt").write_bytes(b"")
+    (tmp_path / "jazz.safetensors").write_bytes(b"")
     (tmp_path / "notes.txt").write_text("")
-    (tmp_path / ".hidden.pt").write_bytes(b"")
+    (tmp_path / ".hidden.safetensors").write_bytes(b"")
     (tmp_path / "sub").mkdir()
-    (tmp_path / "sub" / "deep.pt").write_bytes(b"")
-    assert available_models(str(tmp_path)) == {"jazz": tmp_path / "jazz.pt"}
+    (tmp_path / "sub" / "deep.safetensors").write_bytes(b"")
+    assert available_models(str(tmp_path)) == {"jazz": tmp_path / "jazz.safetensors"}
     assert available_models(str(tmp_path / "missing")) == {}
 
 
 async def test_model_by_name_loads_from_models_dir(tmp_path):
-    (tmp_path / "jazz.pt").write_bytes(b"")
+    (tmp_path / "jazz.safetensors").write_bytes(b"")
     c, actions = make(str(tmp_path))
     state = await c.apply("model", b"jazz")
     assert state.model == "jazz"
-    assert actions.loaded == [str(tmp_path / "jazz.pt")]
+    assert actions.loaded == [str(tmp_path / "jazz.safetensors")]
     assert (await c.apply("model", b"default")).model == "default"
     assert actions.loaded[-1] == "default"
 
 
 async def test_unknown_model_names_the_available_ones(tmp_path):
-    (tmp_path / "jazz.pt").write_bytes(b"")
+    (tmp_path / "jazz.safetensors").write_bytes(b"")
     c, actions = make(str(tmp_path))
     with pytest.raises(CommandError, match=r"available: default, jazz"):
         await c.apply("model", b"rock")
@@ -189,7 +189,7 @@ async def test_unknown_model_names_the_available_ones(tmp_path):
 
 
 async def test_failed_model_load_keeps_the_old_model(tmp_path):
-    (tmp_path / "broken.pt").write_bytes(b"")
+    (tmp_path / "broken.safetensors").write_bytes(b"")
     c, actions = make(str(tmp_path))
     actions.fail_load = "checksum mismatch"
     with pytest.raises(CommandError, match="cannot load model 'broken': checksum mismatch"):

@@ -40,7 +40,7 @@ def closed_notes(path) -> tuple[int, int, set]:
 def setup(tmp_path_factory):
     d = tmp_path_factory.mktemp("cont")
     write_prompt(d / "prompt.mid")
-    return d, tiny_checkpoint(d / "tiny.pt")
+    return d, tiny_checkpoint(d / "tiny.safetensors")
 
 
 def cont(d, model, out, *extra):
@@ -79,7 +79,7 @@ def test_accompany_continuation_overlaps_the_prompt(setup):
 def test_bad_prompt_and_bad_model_are_one_line_errors(setup, tmp_path):
     d, model = setup
     (tmp_path / "junk.mid").write_bytes(b"not midi at all")
-    for args in ([str(tmp_path / "junk.mid"), "--model", str(model)], [str(d / "prompt.mid"), "--model", str(tmp_path / "nope.pt")]):
+    for args in ([str(tmp_path / "junk.mid"), "--model", str(model)], [str(d / "prompt.mid"), "--model", str(tmp_path / "nope.safetensors")]):
         r = subprocess.run([str(BIN / "ripieno"), "continue", *args, "-o", str(tmp_path / "x.mid")], capture_output=True, text=True, timeout=60)
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
 

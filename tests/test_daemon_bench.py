@@ -20,7 +20,7 @@ def test_bench_step_prints_its_json():
 
 
 def test_bench_e2e_runs_through_a_private_jackd_and_prints_its_json(tmp_path, jack):
-    model = tiny_checkpoint(tmp_path / "tiny.pt")
+    model = tiny_checkpoint(tmp_path / "tiny.safetensors")
     r = subprocess.run([str(BIN / "ripieno"), "bench", "e2e", "--json", "--model", str(model), "--notes", "8"],
                        capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stderr

@@ -22,7 +22,7 @@ from tiny_model import tiny_checkpoint
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    return checkpoint.load(tiny_checkpoint(tmp_path_factory.mktemp("m") / "tiny.pt"))
+    return checkpoint.load(tiny_checkpoint(tmp_path_factory.mktemp("m") / "tiny.safetensors"))
 
 
 def make(ckpt, seed: int = 1, tempo=None, **engine_kw) -> tuple[Engine, OfflineOutput]:

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.flaky(reruns=2, reruns_delay=1)
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    return tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.pt")
+    return tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.safetensors")
 
 
 def config(model, mode="call", input="virtual", output="virtual", silence_s=0.4, extra="") -> str:

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.flaky(reruns=2, reruns_delay=1)
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    return tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.pt")
+    return tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.safetensors")
 
 
 def test_a_keyboard_switched_on_after_start_is_waited_for_and_answered(jack, daemon, synth, model):

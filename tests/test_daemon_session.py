@@ -16,7 +16,7 @@ async def until(pred, timeout: float) -> None:
 
 
 async def test_an_exception_in_a_callback_panics_closes_and_exits_1(jack, keyboard, synth, tmp_path):
-    model = tiny_checkpoint(tmp_path / "tiny.pt")
+    model = tiny_checkpoint(tmp_path / "tiny.safetensors")
     cfg = parse({"midi": {"api": "jack"}, "engine": {"model": str(model), "mode": "accompany", "max_notes_per_s": 60.0, "seed": 3}})
     loop = asyncio.get_running_loop()
     session = service.Session(cfg, "jack", loop, service.load_stream(str(model)))

@@ -34,7 +34,7 @@ def test_torchrun_two_cpu_processes_write_one_checkpoint_that_eval_reads(tmp_pat
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["world_size"] == 2 and math.isfinite(summary["val_pitch_nll"])
     assert summary["replicas_identical"] is True  # gradients really were all-reduced
-    assert sorted(p.name for p in out.iterdir()) == ["last.pt", "loss.png", "metrics.csv", "model.pt"]
+    assert sorted(p.name for p in out.iterdir()) == ["last.pt", "loss.png", "metrics.csv", "model.safetensors"]
     ck = checkpoint.load(summary["checkpoint"])
     assert ck.meta["world_size"] == 2 and ck.config.hidden == 16
     assert (out / "metrics.csv").read_text().count("\n") == 1 + summary["epochs"]

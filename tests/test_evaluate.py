@@ -26,6 +26,8 @@ from ripieno.training.markov import MarkovBaseline, corpus_markov, mean_nll
 from ripieno.training.midi_io import read_midi, write_midi
 from ripieno.training.pieces import Piece
 from ripieno.training.play_eval import play_keys
+from ripieno.model.network import checkpoint_of, model_of
+from ripieno.model import network
 
 torch.set_num_threads(1)
 
@@ -144,7 +146,7 @@ def test_nothing_to_predict_is_a_clear_error() -> None:
 def tiny_checkpoint() -> Checkpoint:
     torch.manual_seed(0)
     cfg = ModelConfig(hidden=16, layers=1, pitch_embed=8, embed=4, cond_embed=4, head_hidden=8, dropout=0.0)
-    return Checkpoint(model=NoteLSTM(cfg).eval(), config=cfg)
+    return checkpoint_of(NoteLSTM(cfg).eval())
 
 
 def test_cli_reads_checkpoint_meta_and_survives_broken_files(tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
@@ -157,7 +159,7 @@ def test_cli_reads_checkpoint_meta_and_survives_broken_files(tmp_path: Path, cap
     write_midi(eval_dir / "e2.mid", events([67, 65, 64, 62, 60, 62, 64, 60, 67]))
     (eval_dir / "broken.mid").write_bytes(b"MThd\x00\x00\x00\x06garbage")
     ck = tiny_checkpoint()
-    path = checkpoint.save(tmp_path / "m.pt", ck.model, {"data": {"midi": str(train_dir), "split": {"val_fraction": 0.0, "test_fraction": 0.0}, "train_pieces": 1}})
+    path = network.save(tmp_path / "m.safetensors", model_of(ck), {"data": {"midi": str(train_dir), "split": {"val_fraction": 0.0, "test_fraction": 0.0}, "train_pieces": 1}})
 
     with caplog.at_level(logging.WARNING):
         rc = cli.main(["eval", "--model", str(path), "--midi", str(eval_dir), "--json", "--no-progress"])
@@ -207,7 +209,7 @@ def test_cli_play_figures_json_and_human_output(tmp_path: Path, capsys: pytest.C
     arr[1::2, 1] = 0.0
     arr[:, 5] = np.cumsum(arr[:, 1]) % 4.0
     write_midi(eval_dir / "duet.mid", arr)
-    path = checkpoint.save(tmp_path / "m.pt", tiny_checkpoint().model, {})
+    path = network.save(tmp_path / "m.safetensors", model_of(tiny_checkpoint()), {})
     Baselines.train([events(phrase)]).save(tmp_path / "m.baseline.npz")
     base = ["eval", "--model", str(path), "--midi", str(eval_dir), "--no-progress", "--play-temperature", "0.5", "--accompany", "chords"]
 
@@ -242,7 +244,7 @@ def test_cli_prefers_stored_baselines_next_to_the_checkpoint(tmp_path: Path, cap
 
     (tmp_path / "eval").mkdir()
     write_midi(tmp_path / "eval" / "e.mid", events([60, 62, 64, 62, 60, 62, 64, 62]))
-    path = checkpoint.save(tmp_path / "m.pt", tiny_checkpoint().model, {})  # meta names no training data
+    path = network.save(tmp_path / "m.safetensors", model_of(tiny_checkpoint()), {})  # meta names no training data
     stored = Baselines.train([events([60, 62, 64, 65, 64, 62])])
     stored.save(tmp_path / "m.baseline.npz")
     assert cli.main(["eval", "--model", str(path), "--midi", str(tmp_path / "eval"), "--json", "--no-progress", "--no-play"]) == 0
@@ -254,15 +256,15 @@ def test_cli_prefers_stored_baselines_next_to_the_checkpoint(tmp_path: Path, cap
 
 def test_cli_one_line_errors(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     ck = tiny_checkpoint()
-    path = checkpoint.save(tmp_path / "m.pt", ck.model, {})
+    path = network.save(tmp_path / "m.safetensors", model_of(ck), {})
     (tmp_path / "eval").mkdir()
     write_midi(tmp_path / "eval" / "e.mid", events([60, 62, 64]))
     with caplog.at_level(logging.ERROR):
         assert cli.main(["eval", "--model", str(path), "--midi", str(tmp_path / "eval"), "--no-progress"]) == 2
-        assert cli.main(["eval", "--model", str(tmp_path / "nope.pt"), "--midi", str(tmp_path / "eval")]) == 2
+        assert cli.main(["eval", "--model", str(tmp_path / "nope.safetensors"), "--midi", str(tmp_path / "eval")]) == 2
         assert cli.main(["eval", "--model", str(path), "--midi", str(tmp_path / "missing")]) == 2
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
-    assert "--train-corpus" in errors[0] and "nope.pt" in errors[1] and "missing" in errors[2]
+    assert "--train-corpus" in errors[0] and "nope.safetensors" in errors[1] and "missing" in errors[2]
 
 
 def test_eval_reads_what_fit_writes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -141,7 +141,7 @@ def test_cli_fit_last_line_is_the_json_contract(tmp_path: Path) -> None:
     proc = subprocess.run([BIN / "ripieno-train", *args], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert Path(summary["checkpoint"]) == (out / "model.pt").resolve() and summary["world_size"] == 1
+    assert Path(summary["checkpoint"]) == (out / "model.safetensors").resolve() and summary["world_size"] == 1
     assert math.isfinite(summary["val_pitch_nll"])
     assert "broken.mid" in proc.stderr
     ck = checkpoint.load(summary["checkpoint"])

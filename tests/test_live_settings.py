@@ -28,7 +28,7 @@ from tiny_model import tiny_checkpoint
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    return tiny_checkpoint(tmp_path_factory.mktemp("m") / "tiny.pt")
+    return tiny_checkpoint(tmp_path_factory.mktemp("m") / "tiny.safetensors")
 
 
 class RecordingStream:

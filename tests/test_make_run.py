@@ -19,7 +19,7 @@ def test_run_sh_starts_dummy_jack_and_sigterm_exits_0(tmp_path):
     server = f"ripieno-runsh-{os.getpid()}"
     env = os.environ | {"JACK_DEFAULT_SERVER": server, "JACK_NO_START_SERVER": "1", "TMPDIR": str(tmp_path)}
     env["CONFIG"] = str(tmp_path / "config.toml")
-    model = tiny_checkpoint(tmp_path / "tiny.pt")
+    model = tiny_checkpoint(tmp_path / "tiny.safetensors")
     (tmp_path / "config.toml").write_text((REPO / "config.toml").read_text().replace('model = "default"', f'model = "{model}"'))
     log = open(tmp_path / "run.log", "wb")
     proc = subprocess.Popen([str(REPO / "tools" / "run.sh")], env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -21,6 +21,6 @@ def test_run_reports_the_contract_keys():
 
 def test_bad_model_spec_is_a_checkpoint_error(tmp_path):
     with pytest.raises(CheckpointError, match="no such file"):
-        bench_step.run(str(tmp_path / "missing.pt"), events=10)
+        bench_step.run(str(tmp_path / "missing.safetensors"), events=10)
     with pytest.raises(CheckpointError, match="random:LxH"):
         bench_step.run("random:0x32", events=10)

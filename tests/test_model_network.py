@@ -233,7 +233,7 @@ def test_events_encode_end_to_end():
 @pytest.mark.parametrize("tie", [False, True])
 def test_forward_shapes_and_explicit_state(tie):
     torch.manual_seed(0)
-    model = NoteLSTM(ModelConfig(**{**TINY.to_dict(), "tie_weights": tie, "encoding": Encoding()}))
+    model = NoteLSTM(dataclasses.replace(TINY, tie_weights=tie, encoding=Encoding()))
     x = torch.from_numpy(encode(random_piece(20))).unsqueeze(0).repeat(3, 1, 1)
     out, (h, c) = model(x)
     assert out.shape == (3, 20, 16) and h.shape == c.shape == (2, 3, 16)

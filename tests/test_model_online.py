@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from ripieno.model.checkpoint import Checkpoint
 from ripieno.model.events import NoteEvent, Role
 from ripieno.model.network import ModelConfig, NoteLSTM
 from ripieno.model.online import FixedShare, OnlinePitch
 from ripieno.model.stream import Stream
+from ripieno.model.network import checkpoint_of
 
 torch.set_num_threads(1)
 
@@ -60,7 +60,7 @@ def _nll(stream: Stream, events: list[NoteEvent]) -> float:
 def test_online_lowers_nll_on_a_repeated_phrase():
     torch.manual_seed(0)
     cfg = ModelConfig(hidden=16, layers=1, pitch_embed=8, embed=4, cond_embed=4, head_hidden=8, dropout=0.0)
-    ck = Checkpoint(model=NoteLSTM(cfg).eval(), config=cfg)
+    ck = checkpoint_of(NoteLSTM(cfg).eval())
     events = _phrase_piece(6)
     offline, online = _nll(Stream(ck, online=False), events), _nll(Stream(ck, online=True), events)
     assert online < 0.5 * offline, (online, offline)
@@ -74,7 +74,7 @@ def test_online_lowers_nll_on_a_repeated_phrase():
 def test_ripieno_notes_do_not_teach_the_online_model_by_default():
     torch.manual_seed(0)
     cfg = ModelConfig(hidden=16, layers=1, pitch_embed=8, embed=4, cond_embed=4, head_hidden=8, dropout=0.0)
-    ck = Checkpoint(model=NoteLSTM(cfg).eval(), config=cfg)
+    ck = checkpoint_of(NoteLSTM(cfg).eval())
     own = [NoteEvent(e.pitch, e.step, e.duration, e.velocity, Role.RIPIENO) for e in _phrase_piece(4)]
     quiet, learning = Stream(ck), Stream(ck, learn_own=True)
     for e in own:
@@ -88,7 +88,7 @@ def test_observe_learn_overrides_the_role_default():
     learn=True teaches a note whatever its role."""
     torch.manual_seed(0)
     cfg = ModelConfig(hidden=16, layers=1, pitch_embed=8, embed=4, cond_embed=4, head_hidden=8, dropout=0.0)
-    ck = Checkpoint(model=NoteLSTM(cfg).eval(), config=cfg)
+    ck = checkpoint_of(NoteLSTM(cfg).eval())
     lead = _phrase_piece(2)
     s = Stream(ck)
     for e in lead:

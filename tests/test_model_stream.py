@@ -11,6 +11,7 @@ from ripieno.model.encoding import BEAT_VALUES, GRID, encode
 from ripieno.model.events import NoteEvent, Role, array_to_events, events_to_array
 from ripieno.model.network import ModelConfig, NoteLSTM
 from ripieno.model.stream import Stream
+from ripieno.model.network import checkpoint_of, model_of
 
 torch.set_num_threads(1)
 GRID_VALUES = {v / GRID for v in BEAT_VALUES}
@@ -23,7 +24,7 @@ def tiny_checkpoint(tie: bool = False, layers: int = 2, seed: int = 0) -> Checkp
     with torch.no_grad():  # larger weights than init so errors are not hidden by tiny activations
         for p in model.parameters():
             p.mul_(3.0)
-    return Checkpoint(model=model.eval(), config=cfg)
+    return checkpoint_of(model.eval())
 
 
 def piece(n: int, seed: int = 0) -> list[NoteEvent]:
@@ -43,10 +44,10 @@ def test_streaming_step_equals_batched_torch_forward(tie, layers):
     events = piece(40)
     tokens = torch.from_numpy(encode(events_to_array(events)))
     with torch.no_grad():
-        out, (h, c) = ck.model(tokens[None])
-        net_probs = torch.softmax(ck.model.pitch_logits(out[0], 0), -1).double().numpy()
-        acc_probs = torch.softmax(ck.model.pitch_logits(out[0], 1), -1).double().numpy()
-        heads = ck.model.head_logits(out[0], torch.full((40,), 61))
+        out, (h, c) = model_of(ck)(tokens[None])
+        net_probs = torch.softmax(model_of(ck).pitch_logits(out[0], 0), -1).double().numpy()
+        acc_probs = torch.softmax(model_of(ck).pitch_logits(out[0], 1), -1).double().numpy()
+        heads = model_of(ck).head_logits(out[0], torch.full((40,), 61))
     s = Stream(ck, online=False)
     for t, e in enumerate(events):
         s.observe(e)
@@ -71,7 +72,7 @@ def test_events_one_by_one_equal_one_sequence_and_reset_forgets():
     for e in events:
         a.observe(e)
     with torch.no_grad():
-        _, (h, c) = ck.model(torch.from_numpy(encode(events_to_array(events)))[None])
+        _, (h, c) = model_of(ck)(torch.from_numpy(encode(events_to_array(events)))[None])
     np.testing.assert_allclose(a.state[0], h[:, 0].numpy(), atol=1e-5, rtol=0)
     a.reset()
     fresh = Stream(ck)

@@ -39,7 +39,7 @@ async def test_connect_publishes_retained_online_and_state(broker):
 
 
 async def test_every_command_is_reflected_in_state(broker, tmp_path):
-    (tmp_path / "jazz.pt").write_bytes(b"")
+    (tmp_path / "jazz.safetensors").write_bytes(b"")
     cfg = mqtt_config(broker.host, broker.port, engine={"models_dir": str(tmp_path)})
     base = cfg.mqtt.base_topic
     async with running(cfg) as (controller, actions, _), Observer(broker.host, broker.port, [f"{base}/#"]) as obs:
@@ -60,7 +60,7 @@ async def test_every_command_is_reflected_in_state(broker, tmp_path):
         await obs.publish(f"{base}/cmd/reset", "")
         await obs.publish(f"{base}/cmd/panic", "PRESS")
         await obs.wait(lambda: actions.calls == ["reset", "panic"], what="reset and panic at the engine")
-        assert actions.loaded == [str(tmp_path / "jazz.pt")]
+        assert actions.loaded == [str(tmp_path / "jazz.safetensors")]
         assert obs.on(f"{base}/error") == []
         final = State(True, "accompany", 1.5, 2.5, "jazz", "virtual", "virtual", 0, 0, variation=0.85, accompany="voice")
         assert controller.state == final and actions.states[-1] == final

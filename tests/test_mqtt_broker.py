@@ -46,7 +46,7 @@ async def test_broker_restart_brings_ripieno_back_online_with_its_state(make_bro
 
 
 async def test_slow_model_load_neither_blocks_panic_nor_dies_with_the_connection(make_broker, tmp_path):
-    (tmp_path / "jazz.pt").write_bytes(b"")
+    (tmp_path / "jazz.safetensors").write_bytes(b"")
     broker = make_broker()
     cfg = mqtt_config(broker.host, broker.port, engine={"models_dir": str(tmp_path)})
     base = cfg.mqtt.base_topic
@@ -61,7 +61,7 @@ async def test_slow_model_load_neither_blocks_panic_nor_dies_with_the_connection
         broker.restart()
         async with Observer(broker.host, broker.port, [f"{base}/#"]) as obs:
             await obs.wait_for(f"{base}/state", lambda v: v["model"] == "jazz", timeout=20)
-        assert actions.loaded == [str(tmp_path / "jazz.pt")] and controller.state.model == "jazz"
+        assert actions.loaded == [str(tmp_path / "jazz.safetensors")] and controller.state.model == "jazz"
 
 
 async def test_kill_9_makes_the_broker_publish_the_will(broker):

@@ -20,8 +20,8 @@ _n = itertools.count()
 def models(tmp_path_factory):
     """A models_dir with two tiny checkpoints (the bundled model may not exist yet, and is slow to load)."""
     d = tmp_path_factory.mktemp("models")
-    tiny_checkpoint(d / "tiny.pt", seed=0)
-    tiny_checkpoint(d / "other.pt", seed=1)
+    tiny_checkpoint(d / "tiny.safetensors", seed=0)
+    tiny_checkpoint(d / "other.safetensors", seed=1)
     return d
 
 
@@ -33,7 +33,7 @@ input = "{midi_input}"
 output = "virtual"
 
 [engine]
-model = "{models / 'tiny.pt'}"
+model = "{models / 'tiny.safetensors'}"
 models_dir = "{models}"
 
 [mqtt]

@@ -7,13 +7,15 @@ import pytest
 import torch
 
 from ripieno.model import checkpoint
-from ripieno.model.checkpoint import Checkpoint, CheckpointError
+from ripieno.model.checkpoint import CheckpointError
 from ripieno.model.events import NoteEvent, Role, array_to_events
 from ripieno.model.network import ModelConfig, NoteLSTM
 from ripieno.model.ngram import OnlineSequenceModel, WittenBell
 from ripieno.model.online import BlendedPitch, OnlineConfig
 from ripieno.model.stream import Stream
 from ripieno.training import online_fit
+from ripieno.model.network import checkpoint_of
+from ripieno.model import network
 
 torch.set_num_threads(1)
 SMALL = dict(hidden=16, layers=1, pitch_embed=8, embed=4, cond_embed=4, head_hidden=8, dropout=0.0)
@@ -85,13 +87,14 @@ def test_blend_learns_a_transposed_phrase_from_intervals():
 def test_checkpoint_tables_round_trip_and_are_checksummed(tmp_path):
     torch.manual_seed(0)
     model = NoteLSTM(ModelConfig(**SMALL))
-    tables = {"corpus.x": torch.arange(10, dtype=torch.int32)}
-    path = checkpoint.save(tmp_path / "t.pt", model, {}, tables)
+    tables = {"corpus.x": np.arange(10, dtype=np.int32)}
+    path = network.save(tmp_path / "t.safetensors", model, {}, tables)
     ck = checkpoint.load(path)
-    assert torch.equal(ck.tables["corpus.x"], tables["corpus.x"])
-    blob = torch.load(path, weights_only=True)
-    blob["tables"]["corpus.x"][3] = 99  # a damaged table is caught like damaged weights
-    torch.save(blob, path)
+    assert np.array_equal(ck.tables["corpus.x"], tables["corpus.x"]) and ck.tables["corpus.x"].dtype == np.int32
+    data = bytearray(path.read_bytes())
+    at = data.rindex(np.arange(10, dtype=np.int32).tobytes()) + 3 * 4
+    data[at] = 99  # a damaged table is caught like damaged weights
+    path.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="checksum"):
         checkpoint.load(path)
 
@@ -102,11 +105,11 @@ def test_stream_blend_matches_the_fitting_arithmetic(tmp_path):
     model = NoteLSTM(ModelConfig(**SMALL)).eval()
     pieces = [_tune(50, s) for s in range(4)]
     corpus = WittenBell(3, 128).fit([[int(x) for x in p[:, 0]] for p in pieces[:2]])
-    ck = Checkpoint(model=model, config=model.config)
+    ck = checkpoint_of(model.eval())
     stats = online_fit.collect(ck, pieces[2:], corpus)
     cfg = online_fit.fit_blend(stats, steps=60)
     assert cfg.kind == "blend" and 0 < cfg.corpus_weight < 1
-    path = online_fit.with_online(ck, cfg, tmp_path / "blend.pt", {}, corpus)
+    path = online_fit.with_online(ck, cfg, tmp_path / "blend.safetensors", {}, corpus)
     loaded = checkpoint.load(path)
     assert loaded.config.online == cfg and loaded.tables
     stream, total, n = Stream(loaded), 0.0, 0
@@ -125,7 +128,7 @@ def test_blend_stream_fork_and_own_notes():
     """A planning fork shares counts read-only; ripieno's own notes extend the context but teach nothing."""
     torch.manual_seed(2)
     model = NoteLSTM(ModelConfig(**SMALL, online=OnlineConfig(kind="blend"))).eval()
-    ck = Checkpoint(model=model, config=model.config)
+    ck = checkpoint_of(model.eval())
     s = Stream(ck)
     for e in array_to_events(_tune(30)):
         s.observe(e)

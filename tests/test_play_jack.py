@@ -30,7 +30,7 @@ ON_GRID_S = 0.025  # the issues' definition of an onset on the grid
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    return tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.pt")
+    return tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.safetensors")
 
 
 def config(model, mode: str = "call", extra: str = "") -> str:

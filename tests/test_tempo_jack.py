@@ -91,7 +91,7 @@ def clock_master(jack):
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    return tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.pt")
+    return tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.safetensors")
 
 
 def config(model, extra: str = "") -> str:

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import torch
 
-from ripieno.model import checkpoint
 from ripieno.model.network import ModelConfig, NoteLSTM
+from ripieno.model import network
 
 
 def tiny_checkpoint(path: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
-    return checkpoint.save(path, NoteLSTM(ModelConfig(hidden=16, layers=1, head_hidden=16)), {"note": "tiny test model"})
+    return network.save(path, NoteLSTM(ModelConfig(hidden=16, layers=1, head_hidden=16)), {"note": "tiny test model"})

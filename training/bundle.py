@@ -5,7 +5,7 @@ corpus cache is built first if missing, ~4 minutes):
 1. `ripieno-train fit` with the settings below (time-boxed: the learning-rate schedule is
    fitted to --max-minutes, the best epoch on validation is kept);
 2. `training.online_fit`: the Stream's online blend fitted on the validation split, the
-   corpus Markov-3 of the training split stored in the checkpoint -> <out>/default.pt;
+   corpus Markov-3 of the training split stored in the checkpoint -> <out>/default.safetensors;
 3. the rival's tables (`training.markov --save`) next to it -> <out>/default.baseline.npz, so
    `ripieno-train eval --model default` needs no corpus.
 Under 45 minutes on a 2-core CPU with the default --max-minutes. The last stdout line is JSON.
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     from ripieno.training import cli, markov, online_fit
 
     ap = argparse.ArgumentParser(prog="python -m ripieno.training.bundle", description="Rebuild the bundled default model; last stdout line JSON.")
-    ap.add_argument("--out", type=Path, default=None, help="where default.pt and default.baseline.npz go (default: the package's model/weights)")
+    ap.add_argument("--out", type=Path, default=None, help="where default.safetensors and default.baseline.npz go (default: the package's model/weights)")
     ap.add_argument("--work", type=Path, default=None, help="training run directory (default: runs/bundle-<date>-<time>)")
     ap.add_argument("--max-minutes", type=float, default=30.0, help="training time box (the whole rebuild adds ~5 minutes)")
     args = ap.parse_args(argv)
@@ -51,8 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     if cli.main(fit_argv) != 0:
         return 2
     out.mkdir(parents=True, exist_ok=True)
-    model = out / "default.pt"
-    if online_fit.main(["--model", str(work / "model.pt"), "--out", str(model)]) != 0:
+    model = out / "default.safetensors"
+    if online_fit.main(["--model", str(work / "model.safetensors"), "--out", str(model)]) != 0:
         return 2
     if markov.main(["--corpus", *CORPUS, "--save", str(out / "default.baseline.npz")]) != 0:
         return 2

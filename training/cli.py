@@ -16,6 +16,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_fit_command(sub)
     add_eval_command(sub)
     add_bench_command(sub)
+    from .convert import add_command as add_convert_command
+
+    add_convert_command(sub)
     return p
 
 

@@ -9,7 +9,7 @@ step: every rank must run the same number of optimizer steps, or the gradient al
 deadlocks. Each epoch, ranks agree (all-reduce MIN) on the shortest plan and cut theirs to it;
 the cut steps are the end-of-epoch drain where few rows are still busy.
 
-Files in the run directory: `model.pt` (the best checkpoint by validation loss, the format of
+Files in the run directory: `model.safetensors` (the best checkpoint by validation loss, the format of
 ripieno.model.checkpoint), `last.pt` (tensors-only resume state), `metrics.csv` (one row per
 epoch), `loss.png`.
 """
@@ -34,7 +34,7 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
-from ripieno.model import checkpoint
+from ripieno.model import network
 from ripieno.model.encoding import Encoding
 from ripieno.model.network import ModelConfig, NoteLSTM
 
@@ -45,7 +45,7 @@ from .plot import loss_curve
 log = logging.getLogger(__name__)
 
 HEADS = ("pitch", "step", "duration", "velocity", "total")
-BEST, RESUME, METRICS, CURVE = "model.pt", "last.pt", "metrics.csv", "loss.png"
+BEST, RESUME, METRICS, CURVE = "model.safetensors", "last.pt", "metrics.csv", "loss.png"
 
 
 class FitError(Exception):
@@ -303,7 +303,7 @@ def fit(
     data_meta: dict[str, Any] | None = None,
     resume: bool = False,
 ) -> FitResult:
-    """Train a NoteLSTM on (N, 7) event arrays; the best checkpoint goes to out_dir/model.pt.
+    """Train a NoteLSTM on (N, 7) event arrays; the best checkpoint goes to out_dir/model.safetensors.
 
     Under torchrun, call it in every rank with the same arguments: the process group is set up
     and torn down here.
@@ -451,7 +451,7 @@ def _fit(
             )
             if improved:
                 meta = _meta(cfg, data_meta, model_config, dist, device, batching, val_source, epoch, best_epoch, row, elapsed)
-                checkpoint.save(out_dir / BEST, model, meta)
+                network.save(out_dir / BEST, model, meta)
             _write_metrics(out_dir / METRICS, history)
             torch.save(
                 {

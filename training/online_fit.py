@@ -9,7 +9,7 @@ gradient descent on the exact validation NLL in seconds, and written into a copy
 checkpoint (`config.online`). The one approximation: the interval model's renormalisation when
 an interval heard elsewhere would leave 0..127 is ignored while fitting (rare), not at play time.
 
-`python -m ripieno.training.online_fit --model RUN/model.pt --out FILE`; last stdout line JSON.
+`python -m ripieno.training.online_fit --model RUN/model.safetensors --out FILE`; last stdout line JSON.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import argparse
 import dataclasses
 import json
 import logging
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 
 from ripieno.model import checkpoint as ckpt
+from ripieno.model import network
 from ripieno.model.checkpoint import Checkpoint
 from ripieno.model.ngram import OnlineSequenceModel, WittenBell
 from ripieno.model.online import CORPUS_PREFIX, INTERVALS, MAX_ORDER, OnlineConfig
@@ -51,7 +51,7 @@ class NoteStats:
 
 def network_probs(ck: Checkpoint, events: np.ndarray) -> np.ndarray:
     """(N - 1,) probability the network gives each note after the first (batched forward, same numbers as the Stream)."""
-    model = ck.model.eval()
+    model = network.model_of(ck)
     with torch.no_grad():
         tokens = torch.from_numpy(ck.encoding.encode(events))[None]
         hidden, _ = model(tokens)
@@ -150,10 +150,8 @@ def fit_blend(stats: NoteStats, interval: bool = True, use_corpus: bool = True, 
 
 def with_online(ck: Checkpoint, config: OnlineConfig, out: Path, meta_extra: dict, corpus: WittenBell | None = None) -> Path:
     """A copy of the checkpoint with config.online replaced (same weights) and the corpus n-gram as tables."""
-    model = ck.model
-    model.config = dataclasses.replace(ck.config, online=config)
-    tables = {} if corpus is None or config.corpus_weight == 0 else {CORPUS_PREFIX + k: torch.from_numpy(v.astype(np.int32)) for k, v in corpus.to_arrays().items()}
-    return ckpt.save(out, model, {**ck.meta, **meta_extra}, tables)
+    tables = {} if corpus is None or config.corpus_weight == 0 else {CORPUS_PREFIX + k: v.astype(np.int32) for k, v in corpus.to_arrays().items()}
+    return ckpt.save(out, dataclasses.replace(ck.config, online=config), ck.weights, {**ck.meta, **meta_extra}, tables)
 
 
 def splits(meta: dict) -> dict[str, list]:

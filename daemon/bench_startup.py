@@ -1,0 +1,74 @@
+"""`ripieno bench startup`: how long `ripieno run` takes to be ready, and how much memory it holds.
+
+Each run is a real `ripieno run` subprocess on a private dummy jackd (virtual ports, call mode,
+the given model): ready_s is from the process's start to its "ripieno is up" log line (ports
+open, model loaded, MQTT off), resident_mb its VmRSS half a second later. The median of `runs`
+runs is reported, with every run in the details; the machine's load average is reported with
+them, since a busy box slows the imports and the model load alike.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .bench_e2e import private_jack, stop_process
+
+READY = "ripieno is up"
+SETTLE_S = 0.5
+
+
+def _rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None
+
+
+def _one(env: dict[str, str], model: str, work: Path, k: int) -> tuple[float, float | None]:
+    cfg = work / f"startup{k}.toml"
+    cfg.write_text(f'[midi]\napi = "jack"\n[engine]\nmode = "call"\nmodel = "{model}"\n')
+    log_path = work / f"startup{k}.log"
+    with open(log_path, "wb") as logf:
+        t0 = time.monotonic()
+        proc = subprocess.Popen([sys.executable, "-m", "ripieno.daemon.cli", "run", "--config", str(cfg)], env=env, stdout=logf, stderr=subprocess.STDOUT)
+        try:
+            while READY not in log_path.read_text(errors="replace"):
+                if proc.poll() is not None:
+                    raise RuntimeError(f"ripieno run exited with {proc.returncode}: {log_path.read_text(errors='replace')[-600:]}")
+                if time.monotonic() - t0 > 60:
+                    raise RuntimeError("ripieno run was not up within 60 s")
+                time.sleep(0.005)
+            ready = time.monotonic() - t0
+            time.sleep(SETTLE_S)
+            rss = _rss_mb(proc.pid)
+        finally:
+            stop_process(proc)
+    return ready, rss
+
+
+def run(model: str = "default", runs: int = 5, server: str | None = None) -> dict:
+    """Measure `runs` starts; JSON-able dict with the medians and every run."""
+    with tempfile.TemporaryDirectory(prefix="ripieno-startup-") as tmp, private_jack(128, server) as env:
+        got = [_one(env, model, Path(tmp), k) for k in range(max(1, runs))]
+    ready = [r for r, _ in got]
+    rss = [m for _, m in got if m is not None]
+    return {
+        "ready_s": round(statistics.median(ready), 3),
+        "resident_mb": round(statistics.median(rss), 1) if rss else None,
+        "goal_ready_s": 0.8,
+        "goal_resident_mb": 120,
+        "runs": len(got),
+        "ready_each_s": [round(r, 3) for r in ready],
+        "resident_each_mb": rss,
+        "load_avg_1min": round(os.getloadavg()[0], 2),
+        "model": model,
+    }
