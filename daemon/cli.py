@@ -120,7 +120,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args)
     # Importing the engine and loading the model take a moment: a SIGTERM or Ctrl-C meanwhile is a
     # clean stop (exit 0, no port is open yet), not a kill. The service's own handlers take over once its loop runs.
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    from .stop_signals import STOP_SIGNALS
+
+    for sig in STOP_SIGNALS:
         signal.signal(sig, _stop_quietly)
     log.debug("importing the engine (SIGTERM or Ctrl-C stops cleanly from here on)")
     from . import service  # the engine (numpy, model): imported only by the commands that play

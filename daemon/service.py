@@ -26,6 +26,8 @@ from .clock import CLOCK_STATUS, MidiClock
 from .commands import CommandError, Controller, State, cc_command
 from .config import Config, ConfigError, as_dict
 from ripieno.model.play.engine import Engine
+
+from .stop_signals import STOP_SIGNALS
 from ripieno.model.play.keys import Control, KeyDown
 from .listener import Listener
 from .output import LATENESS_RING, RealtimeOutput
@@ -331,7 +333,7 @@ async def serve(cfg: Config) -> int:
     log.info("MIDI api: %s", api)
     loop = asyncio.get_running_loop()
     stop_early = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop_early.set)
     load = load_off_loop(loop, cfg.engine.model)
     waiter = loop.create_task(stop_early.wait())
@@ -342,11 +344,11 @@ async def serve(cfg: Config) -> int:
         return 0
     waiter.cancel()
     stream = load.result()
-    # torch, numpy and the model leave ~190k long-lived objects; a full collection over them was
+    # numpy, the model and the online tables leave many long-lived objects; a full collection over them was
     # measured at 89 ms, a stall no musician should hear. Frozen, the collector never scans them.
     gc.freeze()
     session = Session(cfg, api, loop, stream)
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, session.stop.set)
     try:
         status = await session.run()

@@ -10,7 +10,7 @@ import pytest
 
 from ripieno.daemon.config import Config, EngineConfig
 from ripieno.model.play.offline import OfflineOutput
-from ripieno.model.play.engine import CATCH_UP, Engine, harmony_weights, scaled_velocity
+from ripieno.model.play.engine import Engine, harmony_weights, next_on_grid, player_grid, scaled_velocity
 from ripieno.model.harmony import consonant_with
 from ripieno.model.play.tempo import SteadyTempo
 from ripieno.model.play.keys import Event, KeyDown, KeyUp
@@ -222,7 +222,31 @@ def test_a_grid_point_already_past_is_never_played_late(ckpt):
     for p in planned:
         assert p.on >= late, "a note planned into the past would sound late"
         x = p.on / 0.5  # beats at 120 bpm
-        assert min(abs(x * 12 - round(x * 12)), abs(x / CATCH_UP - round(x / CATCH_UP))) < 1e-6, "off the grid"
+        assert abs(x * 12 - round(x * 12)) < 1e-6 and round((x - math.floor(x)) * 12) % 12 in engine.plan.grid, "off the grid"
+
+
+def test_the_players_subdivision_is_the_answers_grid():
+    assert player_grid([0.0, 0.5, 1.0]) == (0, 3, 6, 9)  # too few onsets to tell: sixteenths
+    assert player_grid([k * 0.5 for k in range(12)]) == (0, 6)  # eighths
+    assert player_grid([k / 3 + 0.01 for k in range(12)]) == (0, 4, 8)  # triplets, a little late
+    assert player_grid([k * 0.5 for k in range(40)] + [0.25]) == (0, 6)  # one stray sixteenth is not a habit
+    assert next_on_grid(1.2, (0, 6)) == 1.0 and next_on_grid(1.3, (0, 6)) == 1.5 and next_on_grid(1.9, (0, 6)) == 2.0
+    assert next_on_grid(1.2, (0, 6), after=1.0) == 1.5  # a step always moves on
+    assert next_on_grid(1.95, (0, 4, 8), after=1.9) == 2.0
+
+
+def test_an_answer_stays_on_the_players_grid_when_the_beat_is_read_at_another_level(ckpt):
+    """A tracker that calls three of the player's eighths a beat (a dotted-quarter reading of a 4/4
+    tune): the model's steps are fractions of that beat, yet every answer onset lands on the
+    player's eighths, because the answer takes its places in the beat from the player's onsets."""
+    eighth = 0.25
+    tempo = SteadyTempo(60.0 / (3 * eighth), origin=0.0)
+    engine, out = make(ckpt, silence_s=0.3, tempo=tempo)
+    drive(engine, out, phrase(0.0, [60, 62, 64, 65, 67, 65, 64, 62, 60, 62, 64, 62], step=eighth, dur=0.2), until=10.0)
+    answer = [t for t, _ in ons(out) if t > 3.0]
+    assert len(answer) >= 3, answer
+    for on in answer:
+        assert abs(on / eighth - round(on / eighth)) < 1e-6, (on, engine.plan and engine.plan.grid)
 
 
 def test_accompaniment_strikes_with_on_beat_onsets_under_the_melody_and_consonant(ckpt):
@@ -300,3 +324,28 @@ def test_a_foot_resting_on_the_pedal_does_not_silence_ripieno_for_good(ckpt):
     assert answer, "a held pedal silenced ripieno for good"
     rest = 1.95 + PEDAL_RING_S + 0.5
     assert rest <= answer[0][0] < rest + 60.0 / engine.tempo.tempo_bpm + 0.05, answer[0][0]  # on the next beat after the ring
+
+
+def _answered_between(out, lo: float, hi: float) -> bool:
+    return any(lo <= t < hi for t, _ in ons(out))
+
+
+def test_a_lost_note_off_stops_blocking_answers_30_s_after_its_own_press_while_the_player_plays_on(ckpt):
+    """Issue #15: one lost release silenced call mode for as long as the player kept playing (the
+    stale-key clock restarted at every key). Now the key stops counting HELD_MAX_S after its press."""
+    engine, out = make(ckpt, silence_s=0.3)
+    inputs: list[Event] = [KeyDown(0.0, 0, 50, 90)]  # its KeyUp never arrives
+    for k in range(12):  # a short phrase every 3.5 s, each followed by a rest that would be answered
+        inputs += phrase(0.5 + 3.5 * k, [60, 62, 64], step=0.2, dur=0.15)
+    inputs.sort(key=lambda e: (e.t, isinstance(e, KeyDown)))
+    drive(engine, out, inputs, until=44.0)
+    assert not _answered_between(out, 0.0, 30.0), "answered while a key was (apparently) held"
+    assert _answered_between(out, 30.0, 36.0), "still silent long after the lost key's own press"
+
+
+def test_a_key_pressed_again_without_its_release_counts_once(ckpt):
+    engine, out = make(ckpt, silence_s=0.3)
+    inputs: list[Event] = [KeyDown(0.0, 0, 50, 90), KeyDown(1.0, 0, 50, 90), KeyUp(1.2, 0, 50, 0.2)]
+    inputs += phrase(1.5, [60, 62, 64, 65], step=0.2, dur=0.15)
+    drive(engine, out, inputs, until=5.0)
+    assert _answered_between(out, 2.3, 5.0), "the re-pressed key still blocks the answer"

@@ -125,3 +125,36 @@ def test_garbage_and_a_smash_neither_crash_nor_flood_and_the_next_phrase_is_answ
     wait_until(synth.note_ons, 5, what="an answer to the phrase after the smash")
     assert d.proc.poll() is None
     assert d.stop() == 0
+
+
+@pytest.mark.slow
+def test_a_lost_note_off_stops_blocking_answers_30_s_after_its_press_while_the_player_plays_on(jack, daemon, keyboard, synth, model):
+    """Issue #15: one lost release silenced call mode for as long as the player kept playing (0 of
+    12 phrases answered over 51 s: the stale-key clock restarted at every key). Now the key stops
+    counting 30 s after its own press, whatever else is played."""
+    d = start_wired(daemon, jack, keyboard, synth, config(model, silence_s=0.3))
+    lost = time.monotonic()
+    keyboard.send([0x90, 50, 90])  # its note-off never comes
+    answered_at = None
+    while time.monotonic() - lost < 38.0 and answered_at is None:
+        synth.clear()
+        keyboard.phrase([60, 62, 64], step=0.2, dur=0.15)
+        end = time.monotonic() + 2.5
+        while time.monotonic() < end and answered_at is None:
+            if synth.note_ons():
+                answered_at = time.monotonic() - lost
+            time.sleep(0.05)
+    assert answered_at is not None, "no answer within 38 s of the lost key's press"
+    assert 29.0 <= answered_at <= 36.0, answered_at
+    assert d.stop(signal.SIGTERM) == 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1])
+def test_every_terminating_signal_mid_answer_closes_every_note_first(jack, daemon, keyboard, synth, model, sig):
+    """Issue #15: SIGHUP (a closed terminal, a dropped ssh), SIGQUIT and SIGUSR1 killed ripieno in
+    ~30 ms with a note left sounding. Each is now a clean stop, as SIGTERM is."""
+    d = start_wired(daemon, jack, keyboard, synth, config(model, extra="answer_s = 20.0\n"))
+    keyboard.phrase([60, 62, 64, 65, 67, 65], step=0.2, dur=0.15)
+    wait_until(synth.sounding, 5, what="an answer sounding")
+    assert d.stop(sig, timeout=3.0) == 0, d.log()[-1500:]
+    assert synth.sounding() == set(), synth.messages()[-6:]

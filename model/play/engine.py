@@ -44,6 +44,7 @@ from ripieno.model.events import DRUM_CHANNEL, NoteEvent, Role
 from ripieno.model.harmony import CONSONANT
 
 from .keys import Control, Event, KeyDown, KeyUp
+from .player import CHORD_S as CHORD_ONSET_S
 from .player import SUSTAIN_CC, Player
 from .tempo import Tempo
 
@@ -52,7 +53,6 @@ log = logging.getLogger(__name__)
 LOOKAHEAD_BEATS = 0.0625  # plan each ripieno note this long before it sounds (a 64th note)...
 LOOKAHEAD_S = (0.02, 0.05)  # ...within these bounds in seconds
 DEFAULT_PERIOD = 0.6  # seconds per beat before the tempo source knows better (100 bpm)
-CATCH_UP = 0.25  # a grid point already past moves on to the next sixteenth
 MIN_ANSWER_S = 0.5  # a one-note phrase still gets a short answer
 TAIL_S = 0.4  # notes may ring this long past the end of an answer
 MIN_NOTE_S = 0.05  # no shorter note leaves ripieno (a shorter one is a click on most synths)
@@ -68,6 +68,8 @@ HELD_MAX_S = 30.0  # a key "held" this long with nothing else happening lost its
 FLOOD_MEMORY_S = 10.0  # held keys are not trusted this long after a smash (its tail may still trickle in)
 BAR_ENTRY_BEATS = 1.0  # call mode enters on the bar line when it is at most this far after the next beat
 ENTRY_LIFT = 1.15  # a residue mod 2 (3) holding this many times 1/2 (1/3) of a phrase's on-beat onsets is the beat
+GRID_MIN_ONSETS = 6  # onsets before the player's subdivision of the beat is trusted (`player_grid`)
+GRID_MIN_SHARE = 0.05  # ... and the share of them a place in the beat needs to be part of it
 
 
 class Settings(Protocol):
@@ -146,6 +148,38 @@ class Plan:
     end: float  # no onset at or after this beat
     cursor: float  # beat of the last planned note (the start before the first)
     first: bool = True
+    grid: tuple[int, ...] = (0, 3, 6, 9)  # places in the beat (twelfths) an onset may take: the player's own
+
+
+def player_grid(positions: list[float]) -> tuple[int, ...]:
+    """The places in the beat (twelfths, sorted, 0 always) the player's onsets at these beat
+    positions used: an answer keeps the player's subdivision of the beat.
+
+    Musically, the answer's rhythm speaks the phrase's language (no triplets after straight
+    eighths). It is also what keeps the answer on the player's grid when the tempo source's beat
+    is not a power-of-two multiple of the metre's (a tracker that reads a 4/4 tune's dotted
+    quarters): the player's onsets are on the player's grid whatever the tracker calls a beat.
+    With too few onsets to tell (< GRID_MIN_ONSETS), the sixteenths of the beat.
+    """
+    if len(positions) < GRID_MIN_ONSETS:
+        return (0, 3, 6, 9)
+    counts = np.zeros(12)
+    for b in positions:
+        counts[int(round((b - math.floor(b)) * 12)) % 12] += 1
+    used = {r for r in range(12) if counts[r] >= max(2.0, GRID_MIN_SHARE * len(positions))}
+    return tuple(sorted(used | {0}))
+
+
+def next_on_grid(beat: float, grid: tuple[int, ...], after: float | None = None) -> float:
+    """The grid point nearest `beat` (or the first one after `after`, when the nearest is not)."""
+    base = math.floor(beat)
+    points = [base + r / 12 for r in grid] + [base + 1.0]
+    best = min(points, key=lambda x: abs(x - beat))
+    if after is not None and best <= after + 1e-9:
+        k = math.floor(after)
+        later = [k + r / 12 for r in grid] + [k + 1 + r / 12 for r in grid]
+        best = min(x for x in later if x > after + 1e-9)
+    return best
 
 
 def clamp(x: float, lo: float, hi: float) -> float:
@@ -216,6 +250,7 @@ class Engine:
         self.ours: list[tuple[float, float, int]] = []  # ripieno's planned notes (on, off, pitch), pruned
         self.struck_beat: float | None = None  # the beat an accompaniment last struck on
         self.phrase_onsets: deque[float] = deque(maxlen=64)  # the phrase's onsets, for where its beats fall
+        self.recent_onsets: deque[float] = deque(maxlen=48)  # the player's recent onsets (chords once): their subdivision
 
     # ---------------------------------------------------------------------------------- control
 
@@ -255,6 +290,7 @@ class Engine:
         self.player = Player()
         self.last_beat = None
         self.model_velocities.clear()
+        self.recent_onsets.clear()
 
     def swap_stream(self, stream: StreamLike) -> None:
         """A newly loaded model takes over (with a fresh state: it never heard this session)."""
@@ -269,7 +305,7 @@ class Engine:
 
     def input_lost(self, ups: list[KeyUp]) -> None:
         for up in ups:
-            self.player.key_up(up.t, up.held_s)
+            self.player.key_up(up.t, up.held_s, up.pitch)
         self.player.release_all()
         self.held.clear()
 
@@ -307,7 +343,7 @@ class Engine:
         if isinstance(ev, KeyDown):
             self.key_down(ev)
         elif isinstance(ev, KeyUp):
-            self.player.key_up(ev.t, ev.held_s)
+            self.player.key_up(ev.t, ev.held_s, ev.pitch)
             self.held.pop(ev.pitch, None)
         elif isinstance(ev, Control):
             if ev.number == SUSTAIN_CC and ev.channel != DRUM_CHANNEL:
@@ -328,6 +364,8 @@ class Engine:
         if self._admit(self.recent_in, ev.t, OBSERVE_PER_S):
             beat = self.beat_at(ev.t)
             self.phrase_onsets.append(ev.t)
+            if not self.recent_onsets or ev.t - self.recent_onsets[-1] >= CHORD_ONSET_S:
+                self.recent_onsets.append(ev.t)
             pos, bar = self._place(beat)
             duration = self.player.duration() / self.period
             self._observe(NoteEvent(ev.pitch, self._step_to(beat), duration, ev.velocity, Role.PLAYER, pos, bar), beat, learn=True)
@@ -393,20 +431,30 @@ class Engine:
     def _stale_at(self) -> float | None:
         """When keys still "held" stop counting: their note-offs were lost (a smash through a busy
         JACK graph loses events; a cable pulled mid-note too). After a flood, one rest of
-        `silence_s` without any key event; otherwise HELD_MAX_S of nothing at all."""
+        `silence_s` without any key event; otherwise each key HELD_MAX_S after its own press, however
+        much else is played meanwhile (a key pressed again without a release counts once, from then)."""
         p = self.player
         if not p.held or p.last_event is None:
             return None
         flooded = self.flood_at is not None and p.last_event - self.flood_at <= FLOOD_MEMORY_S
-        return p.last_event + (self.silence_s if flooded else HELD_MAX_S)
+        if flooded:
+            return p.last_event + self.silence_s
+        return min(p.keys.values()) + HELD_MAX_S
 
     def _expire_stale(self, now: float) -> None:
         t = self._stale_at()
-        if t is not None and now >= t:
-            log.debug("%d held keys without note-off: counted as released", self.player.held)
+        if t is None or now < t:
+            return
+        flooded = self.flood_at is not None and self.player.last_event is not None and self.player.last_event - self.flood_at <= FLOOD_MEMORY_S
+        if flooded:
+            log.debug("%d held keys without note-off after a flood: counted as released", self.player.held)
             self.player.release_all()
             self.held.clear()
-            self.player.last_release = now
+        else:
+            lost = self.player.release_older(now - HELD_MAX_S + 1e-9)
+            for k in lost:
+                self.held.pop(k, None)
+            log.debug("keys %s held %.0f s without a note-off: counted as released", lost, HELD_MAX_S)
 
     def next_wakeup(self) -> float | None:
         """When `poll` has something to do next (None: only input can change anything)."""
@@ -474,7 +522,8 @@ class Engine:
                 line += bar
             if line is not None and line - start <= BAR_ENTRY_BEATS:
                 start = line
-        self.plan = Plan(start=start, end=start + length / self.period, cursor=start)
+        grid = player_grid([self.beat_at(t) for t in self.recent_onsets])
+        self.plan = Plan(start=start, end=start + length / self.period, cursor=start, grid=grid)
         self.player.close_phrase()
         self.phrase_onsets.clear()
         log.debug("answering for %.2f s from beat %.2f", length, start)
@@ -504,14 +553,19 @@ class Engine:
         ev = self.stream.sample(self.temperature, self.rng, low=low, high=high, pitch_weights=weights, role=Role.PLAYER, variation=self.variation)
         self.stats.add_step((time.perf_counter() - t0) * 1e6)
         self.model_velocities.append(ev.velocity)
-        beat = plan.start if plan.first else plan.cursor + ev.step
+        if plan.first:
+            beat = plan.start
+        elif ev.step == 0:
+            beat = plan.cursor  # part of the chord just planned
+        else:  # the model's step, on the player's subdivision of the beat
+            beat = next_on_grid(plan.cursor + ev.step, plan.grid, after=plan.cursor)
         earliest = self.beat_at(now + self._lookahead() / 2)
-        if beat < earliest:  # never late: the next sixteenth that can still be played on time
-            beat = math.ceil(earliest / CATCH_UP - 1e-9) * CATCH_UP
+        if beat < earliest:  # never late: the next grid point that can still be played on time
+            beat = next_on_grid(earliest, plan.grid, after=earliest - 1e-6)
         onset = self.time_at(beat)
         allowed = self._rate_ok(onset)
-        if allowed > onset:  # over max_notes_per_s: the next sixteenth it allows, still on the grid
-            beat = math.ceil(self.beat_at(allowed) / CATCH_UP - 1e-9) * CATCH_UP
+        if allowed > onset:  # over max_notes_per_s: the next grid point it allows
+            beat = next_on_grid(self.beat_at(allowed), plan.grid, after=self.beat_at(allowed) - 1e-6)
             onset = self.time_at(beat)
         if onset >= self.time_at(plan.end):
             return False

@@ -27,7 +27,8 @@ class Player:
         self.durations: deque[float] = deque(maxlen=WINDOW)
         self.last_onset: float | None = None
         self.last_release: float | None = None
-        self.held = 0
+        self.keys: dict[int, float] = {}  # sounding keys: pitch (or a stand-in) -> press time
+        self._anonymous = 0
         self.phrase_start: float | None = None  # first onset of the phrase not yet answered
         self.phrase_notes = 0
         self.last_event: float | None = None  # last press or release
@@ -49,21 +50,39 @@ class Player:
         if pitch is not None:
             self.pitches.append(pitch)
             self.last_pitch = pitch
-        self.held += 1
+        if pitch is None:  # a key without a pitch (tests, old callers): counted on its own
+            self._anonymous -= 1
+            pitch = self._anonymous
+        self.keys[pitch] = t  # pressed again without a release: its note-off was lost, it counts once
         self.last_event = t
         if self.phrase_start is None:
             self.phrase_start = t
         self.phrase_notes += 1
 
-    def key_up(self, t: float, held_s: float) -> None:
-        self.held = max(0, self.held - 1)
+    @property
+    def held(self) -> int:
+        """Keys sounding now (each key once, however often it was pressed without a release)."""
+        return len(self.keys)
+
+    def key_up(self, t: float, held_s: float, pitch: int | None = None) -> None:
+        if pitch is not None:
+            self.keys.pop(pitch, None)
+        elif self.keys:
+            self.keys.pop(min(self.keys, key=self.keys.__getitem__))
         self.durations.append(held_s)
         self.last_release = t
         self.last_event = t
 
     def release_all(self) -> None:
-        self.held = 0
+        self.keys.clear()
         self.pedal_down = False
+
+    def release_older(self, t: float) -> list[int]:
+        """Count keys pressed before t as released (their note-offs were lost); returns their pitches."""
+        old = [k for k, pressed in self.keys.items() if pressed < t]
+        for k in old:
+            del self.keys[k]
+        return old
 
     def pedal(self, t: float, value: int) -> None:
         """Sustain pedal (CC64): >= 64 is down. Lifting it ends the ring: the rest starts then."""
