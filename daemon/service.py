@@ -12,7 +12,6 @@ import asyncio
 import gc
 import json
 import logging
-import signal
 import sys
 import threading
 import time
