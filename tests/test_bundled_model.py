@@ -52,7 +52,7 @@ def test_bundled_file_is_the_documented_one(bundled):
     assert bundled.encoding.version == ENCODING_VERSION == int(_card_value("encoding version"))
     cfg = bundled.config
     assert f"{cfg.layers}x{cfg.hidden}" == _card_value("lstm")
-    assert bundled.model.n_parameters() == int(_card_value("parameters"))
+    assert bundled.n_parameters() == int(_card_value("parameters"))
     assert cfg.online.kind == "blend" and bundled.tables, "the default learns the piece with the fitted blend and its corpus n-gram"
 
 

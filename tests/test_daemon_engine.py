@@ -240,7 +240,11 @@ def test_an_answer_stays_on_the_players_grid_when_the_beat_is_read_at_another_le
     tune): the model's steps are fractions of that beat, yet every answer onset lands on the
     player's eighths, because the answer takes its places in the beat from the player's onsets."""
     eighth = 0.25
-    tempo = SteadyTempo(60.0 / (3 * eighth), origin=0.0)
+
+    class MisreadTracker(SteadyTempo):
+        hears_player = True  # a beat read from the player's onsets, here at the wrong level
+
+    tempo = MisreadTracker(60.0 / (3 * eighth), origin=0.0)
     engine, out = make(ckpt, silence_s=0.3, tempo=tempo)
     drive(engine, out, phrase(0.0, [60, 62, 64, 65, 67, 65, 64, 62, 60, 62, 64, 62], step=eighth, dur=0.2), until=10.0)
     answer = [t for t, _ in ons(out) if t > 3.0]

@@ -94,6 +94,8 @@ class BeatTracker:
     onsets of the last `window_s` seconds are looked at.
     """
 
+    hears_player = True  # the engine takes an answer's places in the beat from the player's onsets
+
     def __init__(
         self,
         min_bpm: float = 50.0,

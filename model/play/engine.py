@@ -68,6 +68,7 @@ HELD_MAX_S = 30.0  # a key "held" this long with nothing else happening lost its
 FLOOD_MEMORY_S = 10.0  # held keys are not trusted this long after a smash (its tail may still trickle in)
 BAR_ENTRY_BEATS = 1.0  # call mode enters on the bar line when it is at most this far after the next beat
 ENTRY_LIFT = 1.15  # a residue mod 2 (3) holding this many times 1/2 (1/3) of a phrase's on-beat onsets is the beat
+SIXTEENTHS = (0, 3, 6, 9)  # places in the beat, in twelfths
 GRID_MIN_ONSETS = 6  # onsets before the player's subdivision of the beat is trusted (`player_grid`)
 GRID_MIN_SHARE = 0.05  # ... and the share of them a place in the beat needs to be part of it
 
@@ -148,7 +149,7 @@ class Plan:
     end: float  # no onset at or after this beat
     cursor: float  # beat of the last planned note (the start before the first)
     first: bool = True
-    grid: tuple[int, ...] = (0, 3, 6, 9)  # places in the beat (twelfths) an onset may take: the player's own
+    grid: tuple[int, ...] = SIXTEENTHS  # places in the beat (twelfths) an onset may take: the player's own
 
 
 def player_grid(positions: list[float]) -> tuple[int, ...]:
@@ -162,7 +163,7 @@ def player_grid(positions: list[float]) -> tuple[int, ...]:
     With too few onsets to tell (< GRID_MIN_ONSETS), the sixteenths of the beat.
     """
     if len(positions) < GRID_MIN_ONSETS:
-        return (0, 3, 6, 9)
+        return SIXTEENTHS
     counts = np.zeros(12)
     for b in positions:
         counts[int(round((b - math.floor(b)) * 12)) % 12] += 1
@@ -522,7 +523,9 @@ class Engine:
                 line += bar
             if line is not None and line - start <= BAR_ENTRY_BEATS:
                 start = line
-        grid = player_grid([self.beat_at(t) for t in self.recent_onsets])
+        # The player's subdivision when the beat is read from their onsets; a clock's (or Link's)
+        # sixteenths are the grid itself, whatever the player does against it.
+        grid = player_grid([self.beat_at(t) for t in self.recent_onsets]) if getattr(self.tempo, "hears_player", False) else SIXTEENTHS
         self.plan = Plan(start=start, end=start + length / self.period, cursor=start, grid=grid)
         self.player.close_phrase()
         self.phrase_onsets.clear()

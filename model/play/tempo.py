@@ -39,6 +39,10 @@ class Tempo(Protocol):
     def onset(self, t: float, velocity: int = 64) -> None:
         """A player's key press at t (sources that follow a clock ignore it)."""
 
+    # Optional attribute `hears_player` (bool, default False): the beat is read from the player's
+    # own onsets (`BeatTracker`), so it may sit at another metrical level than the player's music;
+    # a clock's or Link's beat is the grid itself.
+
 
 class SteadyTempo:
     """A fixed tempo and phase: beat 0 at `origin` seconds (files of known tempo, tests)."""
