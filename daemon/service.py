@@ -259,6 +259,10 @@ class Session:
             tasks.append(self.loop.create_task(_watchdog(interval), name="watchdog"))
         self.loop.set_exception_handler(self.on_loop_error)
         self.controller.set_ports(input=self.midi_in.peer or "", output=self.midi_out.peer or "")
+        # A previous ripieno killed by SIGKILL (the OOM killer, a watchdog) could not close its notes:
+        # the synth may still sound one. Before anything else: sustain off, all notes off, all sound
+        # off on our channel (a replugged synth gets the same, in on_port_change).
+        self.engine.panic()
         systemd.notify("READY=1")
         log.info("ripieno is up (mode %s, input %s, output %s)", self.engine.mode, _shown(self.midi_in), _shown(self.midi_out))
         stopper = self.loop.create_task(self.stop.wait())

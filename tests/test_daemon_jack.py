@@ -158,3 +158,18 @@ def test_every_terminating_signal_mid_answer_closes_every_note_first(jack, daemo
     wait_until(synth.sounding, 5, what="an answer sounding")
     assert d.stop(sig, timeout=3.0) == 0, d.log()[-1500:]
     assert synth.sounding() == set(), synth.messages()[-6:]
+
+
+def test_the_first_thing_a_synth_hears_at_start_is_all_notes_off(jack, daemon, model):
+    """Issue #15: after a SIGKILL the dead process's last note kept sounding, because a restarted
+    ripieno sent nothing until it played. Now its first messages close everything on its channel."""
+    syn = Synth("startsynth")
+    try:
+        jack.wait_for_port(syn.port)
+        d = daemon(config(model, output="startsynth"))
+        d.wait_log("ripieno is up")
+        wait_until(lambda: len(syn.messages()) >= 3, 5, what="the start-up messages")
+        assert [m.msg for m in syn.messages()[:3]] == [[0xB0, 64, 0], [0xB0, 123, 0], [0xB0, 120, 0]], syn.messages()[:5]
+        assert d.stop(signal.SIGTERM) == 0
+    finally:
+        syn.close()
