@@ -323,3 +323,29 @@ def test_password_comes_from_env_first_then_the_file_first_line(tmp_path):
     assert mqttmod.read_password(cfg, {}) == "from-file"
     assert mqttmod.read_password(cfg, {"RIPIENO_MQTT_PASSWORD": "from-env"}) == "from-env"
     assert mqttmod.read_password(cfgmod.Config(), {}) is None
+
+
+async def test_set_model_never_follows_a_symlink_out_of_models_dir(broker, tmp_path):
+    """Issue #15: a symlink in models_dir to /etc/passwd was opened and parsed. A name now resolves
+    inside models_dir or is no model at all (an error reply, nothing loaded); a link that stays
+    inside still works."""
+    models = tmp_path / "models"
+    models.mkdir()
+    outside = tmp_path / "outside.safetensors"
+    outside.write_bytes(b"")
+    (models / "evil.safetensors").symlink_to("/etc/passwd")
+    (models / "away.safetensors").symlink_to(outside)
+    (models / "real.safetensors").write_bytes(b"")
+    (models / "alias.safetensors").symlink_to(models / "real.safetensors")
+    cfg = mqtt_config(broker.host, broker.port, engine={"models_dir": str(models)})
+    base = cfg.mqtt.base_topic
+    async with running(cfg) as (_, actions, _), Observer(broker.host, broker.port, [f"{base}/#"]) as obs:
+        await obs.wait_for(f"{base}/state")
+        for name in ("evil", "away"):
+            mark = len(obs.seen)
+            await obs.publish(f"{base}/set/model", name)
+            err = await obs.wait_for(f"{base}/error", since=mark)
+            assert f"no model {name!r}" in err.value["reason"] and str(models) not in err.value["reason"], err.value
+        await obs.publish(f"{base}/set/model", "alias")
+        await obs.wait(lambda: actions.loaded, what="the link inside models_dir loaded")
+        assert actions.loaded == [str(models / "real.safetensors")]
