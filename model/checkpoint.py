@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -40,6 +41,7 @@ FORMAT = "ripieno-checkpoint"
 FORMAT_VERSION = 2
 SUFFIX = ".safetensors"
 DEFAULT = "default"
+MAX_HEADER_BYTES = 1 << 20  # safetensors' table of contents + our JSON header: the bundled one is ~9 KB
 MAX_TABLE_ELEMENTS = 64_000_000  # every "tables/" array together (the bundled corpus n-gram is ~0.4 M)
 WEIGHTS, TABLES = "weights/", "tables/"
 
@@ -115,13 +117,18 @@ def save(
 
 
 def _sniff(path: Path, where: str) -> None:
-    """Refuse a format-1 torch zip with the command that converts it, before safetensors sees it."""
+    """Before safetensors reads anything: a format-1 torch zip gets the command that converts it,
+    and a header longer than any checkpoint's is refused unread (safetensors itself would parse up
+    to 100 MB of JSON, several hundred MB resident)."""
     with path.open("rb") as f:
-        head = f.read(4)
+        head = f.read(8)
     if head[:2] == b"PK":
         raise CheckpointError(
             f"{where}: a format-1 checkpoint (a torch .pt file); convert it once with `ripieno-train convert {path} {path.with_suffix(SUFFIX)}`"
         )
+    if len(head) == 8 and struct.unpack("<Q", head)[0] > MAX_HEADER_BYTES:  # also: most garbage, any pickle
+        n = struct.unpack("<Q", head)[0]
+        raise CheckpointError(f"{where}: not a ripieno checkpoint (read as safetensors its header would be {n:,} bytes; a checkpoint's is a few KB)")
 
 
 def _reason(e: BaseException) -> str:

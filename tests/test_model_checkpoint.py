@@ -102,13 +102,13 @@ def test_truncated_in_the_tensors(saved):
 def test_garbage(tmp_path):
     p = tmp_path / "g.safetensors"
     p.write_bytes(b"\x00garbage" * 100)
-    _expect(p, "unreadable")
+    _expect(p, "not a ripieno checkpoint")
 
 
 def test_a_header_length_claiming_gigabytes_allocates_nothing(tmp_path):
     p = tmp_path / "huge.safetensors"
     p.write_bytes(struct.pack("<Q", 1 << 40) + b"{}")
-    _expect(p, "unreadable")
+    _expect(p, "not a ripieno checkpoint")
 
 
 def test_foreign_safetensors_file(tmp_path):
@@ -131,7 +131,7 @@ def test_an_arbitrary_pickle_is_never_executed(tmp_path):
 
     p = tmp_path / "evil.pkl"
     p.write_bytes(pickle.dumps({"format": ck.FORMAT, "x": Boom()}))
-    _expect(p, "unreadable")  # the loader never unpickles: a pickle is just bytes that are not safetensors
+    _expect(p, "not a ripieno checkpoint")  # the loader never unpickles: a pickle is just bytes that are not safetensors
 
 
 def test_checksum_mismatch_on_a_flipped_weight(saved):
@@ -253,3 +253,11 @@ def test_save_refuses_weights_that_do_not_fit(tmp_path):
     with pytest.raises(ck.CheckpointError, match="do not fit"):
         ck.save(tmp_path / "x.safetensors", TINY, weights)
     assert not list(tmp_path.iterdir())
+
+
+def test_a_huge_header_is_refused_unread(tmp_path):
+    """Issue #15: a 200 MB header loaded at 814 MB resident before its refusal."""
+    p = tmp_path / "fat.safetensors"
+    save_file({"weight": np.zeros(3, np.float32)}, str(p), metadata={"format": ck.FORMAT, "pad": "x" * (4 << 20)})
+    msg = _expect(p, "not a ripieno checkpoint")
+    assert "header would be" in msg
