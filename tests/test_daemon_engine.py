@@ -10,7 +10,7 @@ import pytest
 
 from ripieno.daemon.config import Config, EngineConfig
 from ripieno.model.play.offline import OfflineOutput
-from ripieno.model.play.engine import Engine, harmony_weights, next_on_grid, player_grid, scaled_velocity
+from ripieno.model.play.engine import Engine, harmony_weights, key_weights, next_on_grid, player_grid, scaled_velocity
 from ripieno.model.harmony import consonant_with
 from ripieno.model.play.tempo import SteadyTempo
 from ripieno.model.play.keys import Event, KeyDown, KeyUp
@@ -353,3 +353,34 @@ def test_a_key_pressed_again_without_its_release_counts_once(ckpt):
     inputs += phrase(1.5, [60, 62, 64, 65], step=0.2, dur=0.15)
     drive(engine, out, inputs, until=5.0)
     assert _answered_between(out, 2.3, 5.0), "the re-pressed key still blocks the answer"
+
+
+def test_key_weights_follow_the_players_pitch_classes():
+    from ripieno.model.play.engine import KEY_FLOOR
+
+    assert key_weights([60, 62, 64], 0.5) is None  # too few notes to know a key
+    c_major = [60, 62, 64, 65, 67, 69, 71, 72] * 2 + [60, 64, 67] * 3
+    w = key_weights(c_major, 0.5)
+    assert w.shape == (128,) and w[60] == w.max() == 1.0  # C, the most used
+    assert w[61] == pytest.approx((KEY_FLOOR / (7 / 25 + KEY_FLOOR)) ** 0.5)  # C#, never played: rarer, still possible
+    assert 0 < w[61] < w[62] < w[60] and w[61 + 12] == w[61]
+    assert key_weights(c_major, 0.0) is None
+
+
+def test_an_answer_stays_in_the_players_key(ckpt):
+    """An untrained model's answer (variation 1: the network alone, no copying of the phrase), after
+    a phrase on a pentatonic scale, keeps to it more often with the key's weights than without."""
+    penta = [60, 62, 64, 67, 69, 72, 69, 67, 64, 62] * 2
+    inside = {}
+    for strength in (0.0, 4.0):
+        engine, out = make(ckpt, silence_s=0.3, variation=1.0)
+        import ripieno.model.play.engine as eng
+
+        old, eng.KEY_STRENGTH = eng.KEY_STRENGTH, strength
+        try:
+            drive(engine, out, phrase(0.0, penta, step=0.25, dur=0.2), until=12.0)
+        finally:
+            eng.KEY_STRENGTH = old
+        notes = [m[1] for t, m in ons(out) if t > 5.0]
+        inside[strength] = sum(p % 12 in (0, 2, 4, 7, 9) for p in notes) / max(len(notes), 1)
+    assert inside[4.0] > inside[0.0] + 0.2, inside
