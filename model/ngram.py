@@ -240,7 +240,8 @@ class WittenBell:
         p, _ = self.blend(context, np.full(n, 1.0 / n), (1.0,) * order, (0.0,) * order)
         return p
 
-    def blend(self, context: Sequence[int], base: np.ndarray, a: Sequence[float], b: Sequence[float]) -> tuple[np.ndarray, float]:
+    def blend(self, context: Sequence[int], base: np.ndarray, a: Sequence[float], b: Sequence[float],
+              offset: int = 0, out: np.ndarray | None = None) -> tuple[np.ndarray, float]:
         """P(. | context) smoothed down to `base` instead of the uniform, and the share of base in it.
 
         The same recursion as `probs` with two changes: the bottom (below order 0) is `base`
@@ -248,11 +249,16 @@ class WittenBell:
         notes of `types` distinct symbols backs off with concentration a[k] * types + b[k]
         (Witten-Bell is a = 1, b = 0): P_k(s) = (c(s) + beta P_{k-1}(s)) / (total + beta).
         a and b are fitted on held-out pieces (training.online_fit).
+
+        `base` may cover only the symbols offset .. offset + len(base) - 1: the result is then that
+        window of the distribution (the mass outside it is left out, so it may sum to less than 1).
+        `out` (len(base)) receives it, so a caller on the hot path allocates nothing for it.
         """
-        n = self.n_symbols
-        p = np.zeros(n, dtype=np.float64)
+        m = len(base)
+        hi = offset + m
         idx: list[int] = []
         val: list[float] = []
+        dense: list[tuple[np.ndarray, float]] = []
         w = 1.0
         chain = self._chain(context)
         for k in range(len(chain) - 1, -1, -1):
@@ -265,18 +271,23 @@ class WittenBell:
             denom = total + beta
             scale = w / denom
             if counts is None:
-                idx.append(node.sym)
-                val.append(total * scale)
+                if offset <= node.sym < hi:
+                    idx.append(node.sym - offset)
+                    val.append(total * scale)
             elif node.dense is not None:
-                p += node.dense * scale
+                dense.append((node.dense, scale))
             else:
                 for sym, c in counts.items():
-                    idx.append(sym)
-                    val.append(c * scale)
+                    if offset <= sym < hi:
+                        idx.append(sym - offset)
+                        val.append(c * scale)
             w *= beta / denom
+        p = np.empty(m) if out is None else out
+        np.multiply(base, w, out=p)
+        for d, sc in dense:
+            p += d[offset:hi] * sc
         if idx:
-            p += np.bincount(idx, weights=val, minlength=n)
-        p += w * base
+            p += np.bincount(idx, weights=val, minlength=m)
         return p, w
 
     def level_stats(self, context: Sequence[int], symbol: int, out: np.ndarray) -> np.ndarray:
@@ -368,9 +379,10 @@ class OnlineSequenceModel:
     def prob(self, symbol: int) -> float:
         return self.model.prob(self._history, symbol)
 
-    def blend(self, base: np.ndarray, a: Sequence[float], b: Sequence[float]) -> tuple[np.ndarray, float]:
+    def blend(self, base: np.ndarray, a: Sequence[float], b: Sequence[float], offset: int = 0,
+              out: np.ndarray | None = None) -> tuple[np.ndarray, float]:
         """`WittenBell.blend` after the history: the piece's model smoothed down to `base`."""
-        return self.model.blend(self._history, base, a, b)
+        return self.model.blend(self._history, base, a, b, offset, out)
 
     def level_stats(self, symbol: int, out: np.ndarray) -> np.ndarray:
         return self.model.level_stats(self._history, symbol, out)

@@ -21,6 +21,7 @@ fitted on held-out pieces by `ripieno.training.online_fit` and stored in the che
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
@@ -195,16 +196,21 @@ class CorpusExpert:
     def __init__(self, model: WittenBell) -> None:
         self.model = model
         self.order = model.max_order
-        self._memo: dict[tuple[int, ...], np.ndarray] = {}
+        self._memo: dict[int, np.ndarray] = {}
 
-    def probs(self, history: tuple[int, ...]) -> np.ndarray:
-        """P(next | the last `order` pitches of history), read-only (do not modify)."""
+    def probs(self, history: Sequence[int]) -> np.ndarray:
+        """P(next | the last `order` pitches of history), read-only (do not modify).
+
+        Memoised by the deepest suffix of the context the corpus has seen: every context that
+        backs off to the same node has the same distribution, so an unseen context costs a short
+        walk, not a fresh vector (the table is read-only: nodes, and their ids, live as long as it)."""
         key = history[len(history) - self.order :] if self.order else ()
-        p = self._memo.get(key)
+        node = self.model._chain(key)[-1]
+        p = self._memo.get(id(node))
         if p is None:
             if len(self._memo) >= self.MEMO:
                 self._memo.clear()
-            p = self._memo[key] = self.model.probs(key)
+            p = self._memo[id(node)] = self.model.probs(key)
             p.flags.writeable = False
         return p
 
@@ -224,7 +230,7 @@ class BlendedPitch:
         self._base = np.zeros(128)
         self.vom = OnlineSequenceModel(max_order=config.max_order, n_symbols=128, memory=PIECE_MEMORY)
         self.ivom = OnlineSequenceModel(max_order=config.max_order, n_symbols=INTERVALS, memory=PIECE_MEMORY) if config.interval else None
-        self._ibase = np.zeros(INTERVALS)
+        self._ibase = np.zeros(128)  # the interval model's window onto the pitches (see mix)
         self._prev = -1  # last pitch heard, -1 before the first
         self.weights = np.array([1.0, 0.0])
 
@@ -253,19 +259,17 @@ class BlendedPitch:
             g = cfg.corpus_weight
             base = self._base
             np.multiply(net_probs, 1.0 - g, out=base)
-            base += g * self.corpus.probs(self.vom.history)
+            base += g * self.corpus.probs(self.vom._history)
         if self.ivom is not None and self._prev >= 0:
-            off = 127 - self._prev  # interval symbol of pitch q is q + off
-            ib = self._ibase
-            ib[:] = 0.0
-            ib[off : off + 128] = base
-            p, w = self.ivom.blend(ib, cfg.interval_a, cfg.interval_b)
-            base = p[off : off + 128]
-            kept = base.sum()  # intervals heard elsewhere may point outside 0..127 from here
-            base = base / kept
-            share = w / kept
-        p, w = self.vom.blend(base, cfg.pitch_a, cfg.pitch_b)
-        out[:] = p
+            # interval symbol of pitch q is q + off: the interval model over the 128 intervals that
+            # lead to a pitch from here (intervals heard elsewhere may point outside 0..127)
+            off = 127 - self._prev
+            ib, iw = self.ivom.blend(base, cfg.interval_a, cfg.interval_b, offset=off, out=self._ibase)
+            kept = ib.sum()
+            ib /= kept
+            share = iw / kept
+            base = ib
+        p, w = self.vom.blend(base, cfg.pitch_a, cfg.pitch_b, out=out)
         self.weights[0] = min(share * w, 1.0)
         self.weights[1] = 1.0 - self.weights[0]
         return out
