@@ -41,7 +41,7 @@ TEMPO_REPORT_S = 1.0
 
 _TRUE = {"true", "on", "1"}
 _FALSE = {"false", "off", "0"}
-_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?", re.ASCII)  # ASCII: "١" or "１" is no digit here
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 

@@ -7,6 +7,8 @@ is allowed, in one line. Nothing downstream re-checks these values.
 from __future__ import annotations
 
 import dataclasses
+import os
+import stat
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -177,6 +179,25 @@ def _build(cls: type, table: Any, where: str, prefix: str) -> Any:
     return cls(**kwargs)
 
 
+MAX_TOPIC_CHARS = 200  # our topics add ~60 characters; MQTT allows 65,535 bytes, brokers and HA far fewer
+
+
+def _topic_problem(topic: str) -> str | None:
+    """Why `topic` cannot prefix ripieno's topics, or None: non-empty, no wildcard, no empty level
+    at either end, no control characters, short."""
+    if not topic:
+        return "must not be empty"
+    if "#" in topic or "+" in topic:
+        return "must not contain the wildcards # or +"
+    if topic.startswith("/") or topic.endswith("/"):
+        return "must not start or end with /"
+    if any(ord(c) < 32 or c == "\x7f" for c in topic):
+        return "must not contain control characters"
+    if len(topic) > MAX_TOPIC_CHARS:
+        return f"{len(topic):,} characters; at most {MAX_TOPIC_CHARS}"
+    return None
+
+
 def _cross_checks(cfg: Config) -> None:
     e = cfg.engine
     if e.low_pitch > e.high_pitch:
@@ -184,8 +205,16 @@ def _cross_checks(cfg: Config) -> None:
     for name in ("input", "output"):
         if not getattr(cfg.midi, name).strip():
             raise ConfigError(f"{cfg.source}: midi.{name} must not be empty (use \"virtual\" or part of a port name)")
-    if not cfg.mqtt.base_topic or any(c in cfg.mqtt.base_topic for c in "#+") or cfg.mqtt.base_topic.endswith("/"):
-        raise ConfigError(f"{cfg.source}: mqtt.base_topic = {cfg.mqtt.base_topic!r}: must be a non-empty topic without #, + or a trailing /")
+    for key in ("base_topic", "discovery_prefix"):
+        topic = getattr(cfg.mqtt, key)
+        problem = _topic_problem(topic)
+        if problem:
+            raise ConfigError(f"{cfg.source}: mqtt.{key} = {topic[:60]!r}{'...' if len(topic) > 60 else ''}: {problem}")
+    if e.models_dir and not Path(e.models_dir).expanduser().is_dir():
+        raise ConfigError(f"{cfg.source}: engine.models_dir = {e.models_dir!r}: no such folder")
+    host = cfg.mqtt.host
+    if cfg.mqtt.enabled and (not host.strip() or len(host) > 253 or any(c.isspace() or ord(c) < 32 for c in host)):
+        raise ConfigError(f"{cfg.source}: mqtt.host = {host[:60]!r}: must be a host name or address")
     cc = cfg.midi.cc
     used = [v for v in dataclasses.astuple(cc) if v]
     if 64 in used:
@@ -202,19 +231,51 @@ def parse(data: dict[str, Any], source: str = "<string>") -> Config:
     return cfg
 
 
+MAX_FILE_BYTES = 1 << 20  # a config, a password file: real ones are a few KB
+
+
+def read_small_text(path: str | Path, what: str) -> str:
+    """A small regular file's text, read with a size bound: never /dev/zero until memory runs out,
+    never a FIFO that blocks forever, never a directory. ConfigError (one line, naming `what`)."""
+    p = Path(path).expanduser()
+    try:
+        st = p.stat()
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"{what}: not a regular file")
+        if st.st_size > MAX_FILE_BYTES:
+            raise ConfigError(f"{what}: {st.st_size:,} bytes, more than a config or password file can be ({MAX_FILE_BYTES:,})")
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO swapped in after the stat cannot block the open
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):  # swapped for something else after the stat
+                raise ConfigError(f"{what}: not a regular file")
+            data = f.read(MAX_FILE_BYTES + 1)
+    except FileNotFoundError:
+        raise ConfigError(f"{what}: no such file") from None
+    except OSError as exc:
+        raise ConfigError(f"{what}: cannot read: {exc.strerror or exc}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError(f"{what}: more than {MAX_FILE_BYTES:,} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what}: not UTF-8 text") from None
+
+
 def load(path: str | Path) -> Config:
     """Read and validate a config file; every failure is a ConfigError with one line."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{p}: no such config file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{p}: cannot read: {exc}") from None
+        text = read_small_text(p, f"{p}")
+    except ConfigError as exc:
+        if str(exc).endswith("no such file"):
+            raise ConfigError(f"{p}: no such config file") from None
+        raise
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses once per nesting level
+        raise ConfigError(f"{p}: not a usable config: nested too deeply") from None
     return parse(data, str(p))
 
 

@@ -47,7 +47,7 @@ import aiomqtt
 
 from . import discovery
 from .commands import ACTIONS, SETTINGS, CommandError, Controller, State, Stats
-from .config import Config, ConfigError
+from .config import Config, ConfigError, read_small_text
 
 log = logging.getLogger(__name__)
 
@@ -129,11 +129,26 @@ def read_password(cfg: Config, env: Mapping[str, str]) -> str | None:
     path = cfg.mqtt.password_file
     if not path:
         return None
+    lines = read_small_text(path, f"{cfg.source}: mqtt.password_file = {path!r}").splitlines()
+    return lines[0] if lines else ""
+
+
+def _check_tls_files(cfg: Config) -> None:
+    """Load the CA, certificate and key once, as the TLS handshake will: a CA file that is no
+    certificate, or a certificate and key that do not belong together, is refused at start (one
+    line, exit 2) instead of failing every reconnect forever."""
+    import ssl
+
+    m = cfg.mqtt
     try:
-        lines = Path(path).expanduser().read_text(encoding="utf-8").splitlines()
-        return lines[0] if lines else ""
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{cfg.source}: mqtt.password_file = {path!r}: cannot read: {exc.__class__.__name__}") from None
+        ctx = ssl.create_default_context(cafile=str(Path(m.ca_file).expanduser()) if m.ca_file else None)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise ConfigError(f"{cfg.source}: mqtt.ca_file = {m.ca_file!r}: not a usable CA certificate ({getattr(exc, 'reason', None) or exc})") from None
+    if m.cert_file:
+        try:
+            ctx.load_cert_chain(str(Path(m.cert_file).expanduser()), str(Path(m.key_file).expanduser()) if m.key_file else None)
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            raise ConfigError(f"{cfg.source}: mqtt.cert_file / key_file: not a certificate and its key ({getattr(exc, 'reason', None) or exc})") from None
 
 
 def client_options(cfg: Config, env: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -170,6 +185,7 @@ def client_options(cfg: Config, env: Mapping[str, str] | None = None) -> dict[st
         path = getattr(m, key)
         if path and not Path(path).expanduser().is_file():
             raise ConfigError(f"{cfg.source}: mqtt.{key} = {path!r}: no such file")
+    _check_tls_files(cfg)
     opts["tls_params"] = aiomqtt.TLSParameters(
         ca_certs=str(Path(m.ca_file).expanduser()) if m.ca_file else None,
         certfile=str(Path(m.cert_file).expanduser()) if m.cert_file else None,

@@ -18,6 +18,7 @@ from ripieno.daemon.commands import (
     Controller,
     State,
     Stats,
+    parse_number,
     available_models,
     cc_command,
 )
@@ -312,3 +313,10 @@ async def test_every_cc_value_is_a_valid_command():
             await c.apply(*cmd)
     assert c.state.temperature == 2.0 and c.state.mode == "accompany" and c.state.enabled is True and c.state.variation == 1.0
 
+
+
+@pytest.mark.parametrize("text", ["١", "１", "1.٥", "٠.5"])
+def test_non_ascii_digits_are_not_numbers(text):
+    """Issue #15: Python's float() reads Arabic-Indic and full-width digits; a temperature of "١" was 1.0."""
+    with pytest.raises(CommandError, match="is not a number"):
+        parse_number(text, 0.0, 2.0)

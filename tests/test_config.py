@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 import tomllib
 
@@ -107,3 +108,41 @@ def test_missing_config_exits_2(tmp_path):
     r = subprocess.run([str(BIN / "ripieno"), "run", "--config", str(tmp_path / "nope.toml")], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
     assert "no such config file" in r.stderr
+
+
+def _fifo(tmp_path) -> str:
+    path = tmp_path / "fifo"
+    os.mkfifo(path)
+    return str(path)
+
+
+HOSTILE = {
+    "deep array": lambda tmp: "x = " + "[" * 5000 + "]" * 5000 + "\n",
+    "empty host": lambda tmp: '[mqtt]\nenabled = true\nhost = ""\n',
+    "long base_topic": lambda tmp: '[mqtt]\nbase_topic = "' + "a" * 70000 + '"\n',
+    "discovery prefix #": lambda tmp: '[mqtt]\ndiscovery_prefix = "#"\n',
+    "discovery prefix +": lambda tmp: '[mqtt]\ndiscovery_prefix = "home/+"\n',
+    "password file /dev/zero": lambda tmp: '[mqtt]\nenabled = true\nusername = "u"\npassword_file = "/dev/zero"\n',
+    "password file fifo": lambda tmp: f'[mqtt]\nenabled = true\nusername = "u"\npassword_file = "{_fifo(tmp)}"\n',
+    "models_dir missing": lambda tmp: f'[engine]\nmodels_dir = "{tmp / "nope"}"\n',
+    "ca file not a certificate": lambda tmp: (tmp / "ca.pem").write_text("not a cert") and f'[mqtt]\nenabled = true\ntls = true\nca_file = "{tmp / "ca.pem"}"\n',
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_hostile_configs_are_refused_at_start_in_one_line_exit_2(tmp_path, case):
+    """Issue #15: these crashed (RecursionError), hung (a FIFO), read /dev/zero until memory ran out,
+    or were accepted and then killed the MQTT task after the ports had opened."""
+    p = tmp_path / "config.toml"
+    p.write_text(HOSTILE[case](tmp_path))
+    r = subprocess.run([str(BIN / "ripieno"), "run", "--config", str(p)], capture_output=True, text=True, timeout=30)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-800:]
+    assert "config error" in lines[0] and len(lines[0]) < 400, lines[0]
+
+
+@pytest.mark.parametrize("special", ["/dev/zero", "fifo", "dir"])
+def test_a_config_that_is_not_a_regular_file_is_one_line(tmp_path, special):
+    path = {"/dev/zero": "/dev/zero", "fifo": _fifo(tmp_path), "dir": str(tmp_path)}[special]
+    r = subprocess.run([str(BIN / "ripieno"), "run", "--config", path], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "not a regular file" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -151,8 +151,10 @@ def test_unusable_mqtt_files_are_one_line_config_errors(tmp_path):
         ({"tls": True, "ca_file": str(tmp_path / "nope.crt")}, "mqtt.ca_file"),
         ({"tls": False, "ca_file": "/etc/hostname"}, "tls = false"),
         ({"tls": True, "key_file": "/etc/hostname"}, "key_file needs"),
-        ({"username": "u", "password_file": str(tmp_path / "missing")}, "cannot read"),
+        ({"username": "u", "password_file": str(tmp_path / "missing")}, "no such file"),
         ({"password_file": "/etc/hostname"}, "username is empty"),
+        ({"tls": True, "ca_file": "/etc/hostname"}, "not a usable CA certificate"),  # #15: retried forever before
+        ({"tls": True, "cert_file": "/etc/hostname"}, "not a certificate and its key"),
     ]
     for mqtt, msg in cases:
         cfg = mqtt_config("127.0.0.1", 1883, mqtt=mqtt)
