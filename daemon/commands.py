@@ -344,6 +344,30 @@ class Controller:
                 log.exception("state listener failed")
 
 
+# ------------------------------------------------------------------------------- rate limits
+
+COMMAND_RATE = 20.0  # commands per second, sustained, from MQTT and from MIDI CC alike ...
+COMMAND_BURST = 40  # ... with this burst (MQTT refuses beyond it on {base}/error; CC keeps the latest)
+
+
+class RateLimiter:
+    """Token bucket: `rate` per second sustained, `burst` at once."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst = rate, float(burst)
+        self._tokens, self._at = float(burst), None
+
+    def allow(self, now: float) -> bool:
+        if self._at is not None:
+            self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
+
+
+
 # ------------------------------------------------------------------------------------- MIDI CC
 
 def _scale(value: int, lo: float, hi: float) -> float:

@@ -47,6 +47,7 @@ import aiomqtt
 
 from . import discovery
 from .commands import ACTIONS, SETTINGS, CommandError, Controller, State, Stats
+from .commands import COMMAND_BURST, COMMAND_RATE, RateLimiter
 from .config import Config, ConfigError, read_small_text
 
 log = logging.getLogger(__name__)
@@ -59,8 +60,6 @@ AUTH_RETRY_S = 30.0      # wrong credentials will not fix themselves quickly; do
 CONNECT_TIMEOUT_S = 5.0
 KEEPALIVE_S = 15         # how fast a silently vanished broker is noticed
 QUEUE_SIZE = 64          # incoming messages waiting to be handled; more are dropped and counted
-COMMAND_RATE = 20.0      # commands per second, sustained ...
-COMMAND_BURST = 40       # ... with this burst; beyond it, refused on {base}/error
 ERROR_RATE = 20.0        # error replies per second: a flood is not answered by a flood
 MAX_RETAINED_TOLD = 256  # distinct retained commands remembered as answered (bounded; beyond, each is answered)
 MAX_RETAINED_KEY = 64    # payload bytes that tell one retained command from another
@@ -68,23 +67,6 @@ STOP_GRACE_S = 1.0       # on stop, time allowed to publish offline before givin
 
 
 # ---------------------------------------------------------------------------------- pure pieces
-
-class RateLimiter:
-    """Token bucket: `rate` per second sustained, `burst` at once."""
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate, self.burst = rate, float(burst)
-        self._tokens, self._at = float(burst), None
-
-    def allow(self, now: float) -> bool:
-        if self._at is not None:
-            self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
-        self._at = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return True
-        return False
-
 
 def backoff_delay(attempt: int, rng: random.Random, first: float = RETRY_FIRST_S, cap: float = RETRY_CAP_S) -> float:
     """Exponential backoff with full jitter in [half, whole] of the step, never above cap."""

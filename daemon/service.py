@@ -22,7 +22,7 @@ import numpy as np
 
 from . import midi_ports, ports, systemd, tempo_source
 from .clock import CLOCK_STATUS, MidiClock
-from .commands import CommandError, Controller, State, cc_command
+from .commands import COMMAND_BURST, COMMAND_RATE, CommandError, Controller, RateLimiter, State, cc_command
 from .config import Config, ConfigError, as_dict
 from ripieno.model.play.engine import Engine
 
@@ -115,6 +115,12 @@ class Session:
         self._wake: asyncio.TimerHandle | None = None
         self._in_dropped = 0
         self._tasks: set[asyncio.Task] = set()
+        # Keyboard controllers mapped to commands: the same rate as MQTT commands; the latest value
+        # of each waits for the next token (a knob turned fast lands where it stopped), a value
+        # that changes nothing is not applied at all (a mode pedal rocked 5,000 times is no burst).
+        self._cc_limiter = RateLimiter(COMMAND_RATE, COMMAND_BURST)
+        self._cc_pending: dict[str, bytes] = {}
+        self._cc_timer: asyncio.TimerHandle | None = None
         self._silenced = False
         # keyboard note-on -> handled (queue wait + listener + engine, cut included), as measured
         self.input_us: deque[float] = deque(maxlen=LATENESS_RING)
@@ -156,7 +162,8 @@ class Session:
                 if isinstance(ev, Control):
                     cmd = cc_command(self.cfg.midi.cc, ev.number, ev.value)
                     if cmd is not None:
-                        self._spawn(self._command(*cmd))
+                        self._cc_pending[cmd[0]] = cmd[1]
+                        self._cc_drain()
                         continue
                 self.engine.handle(ev)
                 if isinstance(ev, KeyDown):
@@ -192,6 +199,33 @@ class Session:
                 else:
                     log.info("tempo: %s lost (confidence %.2f)", self.cfg.tempo.source, confidence)
             await asyncio.sleep(interval)
+
+    def _cc_drain(self) -> None:
+        """Apply the pending controller commands the rate allows; the rest wait for a token."""
+        now = time.monotonic()
+        while self._cc_pending:
+            name, payload = next(iter(self._cc_pending.items()))
+            if self._cc_unchanged(name, payload):
+                del self._cc_pending[name]
+                continue
+            if not self._cc_limiter.allow(now):
+                break
+            del self._cc_pending[name]
+            self._spawn(self._command(name, payload))
+        if self._cc_pending and self._cc_timer is None:
+            self._cc_timer = self.loop.call_later(1.0 / COMMAND_RATE, self._cc_tick)
+
+    def _cc_tick(self) -> None:
+        self._cc_timer = None
+        self._cc_drain()
+
+    def _cc_unchanged(self, name: str, payload: bytes) -> bool:
+        """True when the command would set a setting to the value it already has."""
+        try:
+            value = self.controller.validate(name, payload)
+        except CommandError:
+            return False  # refused later, with its reason in the log
+        return hasattr(self.controller.state, name) and name != "model" and getattr(self.controller.state, name) == value
 
     async def _command(self, name: str, payload: bytes) -> None:
         try:
@@ -299,6 +333,8 @@ class Session:
 
     async def close(self) -> None:
         """Silence ripieno, let the last bytes leave, close the ports."""
+        if self._cc_timer is not None:
+            self._cc_timer.cancel()
         try:
             self.silence()
         finally:

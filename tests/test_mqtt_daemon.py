@@ -93,3 +93,27 @@ async def test_daemon_survives_a_broker_restart_and_is_online_again_with_its_sta
     assert await asyncio.to_thread(d.stop) == 0
     log = d.log_path.read_text(errors="replace")  # (d.log() flushes a file stop() closed)
     assert "lost" in log and " ERROR " not in log and "Traceback" not in log
+
+
+async def test_a_cc_storm_on_mode_and_enabled_is_rate_limited_and_ends_where_the_knob_stopped(broker, daemon, keyboard, synth, models):
+    """Issue #15: 5,000 mode/enabled controller messages made 4,400-7,300 messages to the synth in a
+    second and ~5k INFO lines. Now the controllers go through the MQTT command rate, the latest value
+    of each wins, and a value that changes nothing does nothing."""
+    base = f"e2e{next(_n)}-{os.getpid()}"
+    text = daemon_config(broker, base, models, midi_input="testkbd").replace('output = "virtual"', 'output = "testsynth"')
+    async with Observer(broker.host, broker.port, [f"{base}/#"]) as obs:
+        d = daemon(text)
+        await obs.wait_for(f"{base}/state", lambda v: "testsynth" in v["output"] and "testkbd" in v["input"], timeout=60)
+        synth.clear()
+        for i in range(1500):
+            keyboard.send([0xB0, 20, (0, 127)[i % 2]])  # mode: off / accompany
+            keyboard.send([0xB0, 21, (127, 0)[i % 2]])  # enabled: on / off
+        keyboard.send([0xB0, 20, 64])  # mode: call ...
+        keyboard.send([0xB0, 21, 127])  # ... and on: where the controls stopped
+        await obs.wait_for(f"{base}/state", lambda v: v["mode"] == "call" and v["enabled"], timeout=10)
+        await asyncio.sleep(1.0)
+        sent = len(synth.messages())
+        commands = d.log().count("command: ")
+        assert sent < 400, f"{sent} messages to the synth"
+        assert commands < 120, f"{commands} command lines in the log"
+        assert await asyncio.to_thread(d.stop) == 0
