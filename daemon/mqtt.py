@@ -34,12 +34,14 @@ import contextlib
 import errno
 import json
 import logging
+import math
 import os
 import random
 import shlex
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +66,8 @@ ERROR_RATE = 20.0        # error replies per second: a flood is not answered by 
 MAX_RETAINED_TOLD = 256  # distinct retained commands remembered as answered (bounded; beyond, each is answered)
 MAX_RETAINED_KEY = 64    # payload bytes that tell one retained command from another
 STOP_GRACE_S = 1.0       # on stop, time allowed to publish offline before giving up
+OWN_ECHOES = 4           # recent own publishes per topic recognised as echoes
+OWN_CORRECT_S = 1.0      # a spoofed status/state is corrected at most this often per topic
 
 
 # ---------------------------------------------------------------------------------- pure pieces
@@ -206,6 +210,10 @@ class _Session:
     loaders: set[asyncio.Task]  # model loads outlive a session: a broker hiccup must not cancel one
     retained_told: set[tuple[str, bytes]]  # retained commands already answered: once per process, not per reconnect
     connected: bool = False
+    # What ripieno last published on its own status/state (a few, since echoes may arrive late):
+    # anything else arriving there is someone overwriting the truth, and is corrected.
+    published: dict[str, deque[bytes]] = field(default_factory=dict)
+    corrected_at: dict[str, float] = field(default_factory=dict)
 
     @property
     def base(self) -> str:
@@ -234,17 +242,39 @@ class _Session:
     async def announce(self) -> None:
         """Subscribe, then publish status, state and discovery: what every (re)connect must redo."""
         m = self.cfg.mqtt
-        await self.client.subscribe([(f"{self.base}/set/#", 1), (f"{self.base}/cmd/#", 1)])
+        await self.client.subscribe([(f"{self.base}/set/#", 1), (f"{self.base}/cmd/#", 1),
+                                     (f"{self.base}/status", 1), (f"{self.base}/state", 1)])
         if m.discovery:
             await self.client.subscribe(discovery.birth_topic(m), qos=1)
-        await self.client.publish(f"{self.base}/status", b"online", qos=1, retain=True)
+        await self.publish_own(f"{self.base}/status", b"online")
         self.dirty.clear()
         await self.publish_state(self.controller.state)
         if m.discovery:
             await self.publish_discovery()
 
     async def publish_state(self, state: State) -> None:
-        await self.client.publish(f"{self.base}/state", state.to_json().encode(), qos=1, retain=True)
+        await self.publish_own(f"{self.base}/state", state.to_json().encode())
+
+    async def publish_own(self, topic: str, payload: bytes) -> None:
+        """Publish retained on one of ripieno's own topics, remembering it as the truth there."""
+        self.published.setdefault(topic, deque(maxlen=OWN_ECHOES)).append(payload)
+        await self.client.publish(topic, payload, qos=1, retain=True)
+
+    async def guard_own(self, topic: str, payload: bytes) -> None:
+        """A message on our own status/state that we did not publish: someone overwrote it (a
+        spoofed offline, say). Republish the truth at once, at most once a second per topic (two
+        ripienos sharing a base topic would otherwise fight without end; the log says so)."""
+        if payload in self.published.get(topic, ()):
+            return  # our own, echoed back
+        now = time.monotonic()
+        if now - self.corrected_at.get(topic, -math.inf) < OWN_CORRECT_S:
+            return
+        self.corrected_at[topic] = now
+        log.warning("MQTT: someone else published on %s; republishing ripieno's own (another ripieno on the same base_topic?)", topic)
+        if topic.endswith("/status"):
+            await self.publish_own(topic, b"offline" if self.closing.is_set() else b"online")
+        else:
+            await self.publish_state(self.controller.state)
 
     async def publish_discovery(self) -> None:
         configs = discovery.configs(self.cfg.mqtt)
@@ -284,6 +314,9 @@ class _Session:
             if topic == birth:
                 if payload.strip() == discovery.BIRTH_PAYLOAD:
                     await self.publish_discovery()
+                continue
+            if topic in (f"{self.base}/status", f"{self.base}/state"):
+                await self.guard_own(topic, payload)
                 continue
             await self.handle(topic, payload, bool(message.retain))
 

@@ -349,3 +349,22 @@ async def test_set_model_never_follows_a_symlink_out_of_models_dir(broker, tmp_p
         await obs.publish(f"{base}/set/model", "alias")
         await obs.wait(lambda: actions.loaded, what="the link inside models_dir loaded")
         assert actions.loaded == [str(models / "real.safetensors")]
+
+
+async def test_a_spoofed_status_or_state_is_corrected_at_once(broker):
+    """Issue #15: `mosquitto_pub -r -t ripieno/status -m offline` made Home Assistant show ripieno
+    offline while it played, until its next reconnect. ripieno now hears its own topics and puts
+    the truth back."""
+    cfg = mqtt_config(broker.host, broker.port)
+    base = cfg.mqtt.base_topic
+    async with running(cfg) as (controller, _, _), Observer(broker.host, broker.port, [f"{base}/#"]) as obs:
+        await obs.wait_for(f"{base}/status", lambda v: v == "online")
+        await obs.wait_for(f"{base}/state")
+        for topic, lie, truth in ((f"{base}/status", "offline", lambda v: v == "online"),
+                                  (f"{base}/state", '{"mode": "off"}', lambda v: v == json.loads(controller.state.to_json()))):
+            mark = len(obs.seen)
+            subprocess.run(["mosquitto_pub", "-h", broker.host, "-p", str(broker.port), "-r", "-q", "1", "-t", topic, "-m", lie], check=True, timeout=10)
+            await obs.wait_for(topic, truth, since=mark + 1, timeout=5)  # live, after the lie
+        async with Observer(broker.host, broker.port, [f"{base}/status", f"{base}/state"]) as late:  # what a newcomer sees
+            assert (await late.wait_for(f"{base}/status")).value == "online"
+            assert (await late.wait_for(f"{base}/state")).value == json.loads(controller.state.to_json())
