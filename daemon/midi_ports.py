@@ -152,7 +152,7 @@ class _Port:
     def poll(self, now: float | None = None) -> Change | None:
         """Hot-plug check: LOST when our peer vanished, FOUND when a matching one is (back) and opened.
         While none matches, the log says so again every WAIT_LOG_S."""
-        if self.virtual:
+        if self.virtual or self._closed:
             return None
         now = time.monotonic() if now is None else now
         names = self.midi.get_ports()
@@ -193,10 +193,12 @@ class MidiInput(_Port):
 
     kind = "in"
 
-    def __init__(self, api: str, wanted: str, loop: asyncio.AbstractEventLoop, maxsize: int = QUEUE_SIZE, clock: bool = False) -> None:
+    def __init__(self, api: str, wanted: str, loop: asyncio.AbstractEventLoop, maxsize: int = QUEUE_SIZE, clock: bool = False,
+                 queue: asyncio.Queue[tuple[float, list[int]]] | None = None) -> None:
+        """queue: hand messages to this queue (a port reopened after a JACK restart keeps the consumer's)."""
         super().__init__(api, wanted)
         self.loop = loop
-        self.queue: asyncio.Queue[tuple[float, list[int]]] = asyncio.Queue(maxsize)
+        self.queue: asyncio.Queue[tuple[float, list[int]]] = asyncio.Queue(maxsize) if queue is None else queue
         self.dropped = 0
         self.lost_releases: set[tuple[int, int]] = set()
         # clock: MIDI clock, Start/Stop/Continue and Song Position reach the queue too ([tempo]
@@ -259,7 +261,7 @@ class MidiOutput(_Port):
 
 
 def open_pair(api: str, input_wanted: str, output_wanted: str, loop: asyncio.AbstractEventLoop,
-              clock: bool = False, wait: bool = False) -> tuple[MidiInput, MidiOutput]:
+              clock: bool = False, wait: bool = False, queue: asyncio.Queue | None = None) -> tuple[MidiInput, MidiOutput]:
     """Open the keyboard and the synth side; MidiSystemError (nothing left open) when one cannot be.
     `clock`: the input also delivers MIDI clock messages (see MidiInput). `wait`: a named peer that
     is not there yet is no error: that side stays unconnected until `poll()` finds it (the daemon;
@@ -273,7 +275,7 @@ def open_pair(api: str, input_wanted: str, output_wanted: str, loop: asyncio.Abs
     examined and in none of the passing ones checked. A request slower than STALL_S therefore means: close both clients, open again.
     """
     for attempt in range(1, OPEN_ATTEMPTS + 1):
-        midi_in = MidiInput(api, input_wanted, loop, clock=clock)
+        midi_in = MidiInput(api, input_wanted, loop, clock=clock, queue=queue)
         midi_out: MidiOutput | None = None
         try:
             midi_in.open_or_wait() if wait else midi_in.open_or_fail()
@@ -293,11 +295,12 @@ def open_pair(api: str, input_wanted: str, output_wanted: str, loop: asyncio.Abs
     raise AssertionError("unreachable")
 
 
-async def watch(ports_: list[_Port], on_change: Callable[[_Port, Change], None], interval: float = 0.5) -> None:
-    """Poll every port's peer forever (the caller cancels); at most `interval` s between checks."""
+async def watch(ports_: Callable[[], list[_Port]], on_change: Callable[[_Port, Change], None], interval: float = 0.5) -> None:
+    """Poll every port's peer forever (the caller cancels); at most `interval` s between checks.
+    `ports_` gives the ports now (the session reopens them after a JACK server restart)."""
     while True:
         await asyncio.sleep(interval)
-        for p in ports_:
+        for p in ports_():
             try:
                 change = p.poll()
             except (rtmidi.RtMidiError, rtmidi.SystemError) as exc:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from . import midi_ports, ports, systemd, tempo_source
+from . import jack_server, midi_ports, ports, systemd, tempo_source
 from .clock import CLOCK_STATUS, MidiClock
 from .commands import COMMAND_BURST, COMMAND_RATE, CommandError, Controller, RateLimiter, State, cc_command
 from .config import Config, ConfigError, as_dict
@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 JACK_FLUSH_S = 0.05  # JACK sends from a ring buffer at the next cycle: give the last note-offs time to leave
 WATCH_S = 0.5  # hot-plug: port names are polled this often
+JACK_PROBE_S = 1.0  # the JACK server is asked whether it is still there this often (jack_server)
+JACK_SETTLE_S = 0.5  # after it is back, this long before ripieno opens its ports again
 MQTT_GOODBYE_S = 1.0  # at stop, MQTT gets this long to publish "offline" before it is cancelled
 TEMPO_POLL_S = 0.25  # the tempo source's tempo and confidence are read this often (for state)
 
@@ -107,7 +109,8 @@ class Session:
         # appears, like a replug): ripieno still comes up, and tells systemd it is ready.
         self.midi_in, self.midi_out = midi_ports.open_pair(api, cfg.midi.input, cfg.midi.output, loop, clock=self.clock is not None,
                                                            wait=True)
-        self.output = RealtimeOutput(Scheduler(cfg.midi.channel - 1, cfg.engine.max_polyphony), self.midi_out.send, loop)
+        self.output = RealtimeOutput(Scheduler(cfg.midi.channel - 1, cfg.engine.max_polyphony), self._send, loop)
+        self.healthy = True  # False while the JACK server is gone: then systemd's watchdog is not fed
         self.controller = Controller(cfg, self)
         # One model step per loop callback: a due note's timer then waits for at most one step.
         self.engine = Engine(cfg.engine, stream, self.output, make_rng(cfg.engine.seed), self.controller.stats, plans_per_wake=1,
@@ -254,6 +257,9 @@ class Session:
         self.engine.poll(time.monotonic())
         self._arm()
 
+    def _send(self, msg: list[int]) -> None:
+        self.midi_out.send(msg)  # the port of the moment (reopened after a JACK server restart)
+
     # ---------------------------------------------------------------------------------- hot-plug
 
     def on_port_change(self, port: midi_ports._Port, change: midi_ports.Change) -> None:
@@ -271,6 +277,59 @@ class Session:
         self.controller.set_ports(**{"input" if port is self.midi_in else "output": port.peer or ""})
         self._arm()
 
+    # ---------------------------------------------------------------------------- JACK restarts
+
+    async def watch_jack_server(self) -> None:
+        """Notice a JACK server that went away (killed, restarted by the user, QjackCtl), say so,
+        and open ripieno's ports again once a server is back (`jack_server`). Meanwhile ripieno is
+        not healthy: the systemd watchdog is not fed, so a service that stays without a server
+        longer than WatchdogSec is restarted (and a start without a server is retried)."""
+        path = jack_server.request_socket()
+        server = jack_server.identity(path)
+        if self.api != "jack" or server is None:
+            await asyncio.Event().wait()  # not jackd (ALSA, PipeWire's JACK): nothing to watch; run until cancelled
+        while True:
+            await asyncio.sleep(JACK_PROBE_S)
+            if jack_server.identity(path) == server and jack_server.alive(path):
+                continue
+            await self._jack_gone(path)
+            server = jack_server.identity(path)
+
+    async def _jack_gone(self, path: Any) -> None:
+        log.error("the JACK server is gone: ripieno cannot hear or play; its ports come back when a server does")
+        self.healthy = False
+        now = time.monotonic()
+        self.engine.input_lost(self.listener.release_all(now))
+        self.engine.output_lost()
+        old_in, old_out = self.midi_in, self.midi_out
+        self.controller.set_ports(input="", output="")
+        # closing a client of a dead server blocks about a second inside libjack: not on the loop
+        await asyncio.to_thread(_close_all, old_in, old_out)
+        while True:
+            await asyncio.sleep(JACK_PROBE_S / 2)
+            if not jack_server.alive(path):
+                continue
+            await asyncio.sleep(JACK_SETTLE_S)  # a server that just started accepts clients a moment later
+            try:
+                self.midi_in, self.midi_out = midi_ports.open_pair(
+                    self.api, self.cfg.midi.input, self.cfg.midi.output, self.loop, clock=self.clock is not None,
+                    wait=True, queue=old_in.queue)
+            except ports.MidiSystemError as exc:
+                log.warning("a JACK server is back but ripieno's ports do not open yet (%s); trying again", exc)
+                continue
+            break
+        self.engine.panic()  # a synth that lived through it may still hold a note
+        self.controller.set_ports(input=self.midi_in.peer or "", output=self.midi_out.peer or "")
+        self.healthy = True
+        log.info("the JACK server is back: ports open again (input %s, output %s)", _shown(self.midi_in), _shown(self.midi_out))
+        self._arm()
+
+    async def _watchdog(self, interval: float) -> None:
+        while True:
+            if self.healthy:
+                systemd.notify("WATCHDOG=1")
+            await asyncio.sleep(interval)
+
     # ------------------------------------------------------------------------------- lifecycle
 
     def on_loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
@@ -282,7 +341,8 @@ class Session:
 
     async def run(self) -> int:
         tasks = [self.loop.create_task(self.consume(), name="input"),
-                 self.loop.create_task(midi_ports.watch([self.midi_in, self.midi_out], self.on_port_change, WATCH_S), name="ports"),
+                 self.loop.create_task(midi_ports.watch(lambda: [self.midi_in, self.midi_out], self.on_port_change, WATCH_S), name="ports"),
+                 self.loop.create_task(self.watch_jack_server(), name="jack-server"),
                  self.loop.create_task(self.watch_tempo(), name="tempo")]
         if self.cfg.mqtt.enabled:
             from .mqtt import run_mqtt
@@ -290,7 +350,7 @@ class Session:
             tasks.append(self.loop.create_task(run_mqtt(self.cfg, self.controller, self.stop), name="mqtt"))
         interval = systemd.watchdog_interval()
         if interval:
-            tasks.append(self.loop.create_task(_watchdog(interval), name="watchdog"))
+            tasks.append(self.loop.create_task(self._watchdog(interval), name="watchdog"))
         self.loop.set_exception_handler(self.on_loop_error)
         self.controller.set_ports(input=self.midi_in.peer or "", output=self.midi_out.peer or "")
         # A previous ripieno killed by SIGKILL (the OOM killer, a watchdog) could not close its notes:
@@ -355,10 +415,6 @@ def _shown(port: midi_ports._Port) -> str:
     return port.peer or f"waiting for {port.wanted!r}"
 
 
-async def _watchdog(interval: float) -> None:
-    while True:
-        systemd.notify("WATCHDOG=1")
-        await asyncio.sleep(interval)
 
 
 async def serve(cfg: Config) -> int:
@@ -394,6 +450,14 @@ async def serve(cfg: Config) -> int:
     finally:
         await session.close()
     return status
+
+
+def _close_all(*ports_: Any) -> None:
+    for p in ports_:
+        try:
+            p.close()
+        except Exception:  # noqa: BLE001 - a client of a dead server may fail to close; it is gone either way
+            log.debug("closing %s after the JACK server left", p.label, exc_info=True)
 
 
 def single_thread() -> None:
