@@ -5,7 +5,8 @@ how late a timer fires on that loop. A probe asks to wake every PROBE_S and reco
 woke, in three phases: MQTT idle, a command flood from another process (mosquitto_pub), and the
 broker gone (kill) and back. Also: how long after the broker restarts ripieno is `online` again.
 
-    python -m ripieno.daemon.bench_mqtt [--flood 5000] [--seconds 3] [--json]
+    ripieno bench mqtt [--flood 5000] [--seconds 3] [--json]
+    (or python -m ripieno.daemon.bench_mqtt, the same)
 
 Needs `mosquitto` and `mosquitto_pub` on PATH; starts its own broker on a free loopback port.
 Prints one JSON object (last line).
@@ -175,6 +176,10 @@ async def bench(flood: int, seconds: float) -> dict[str, object]:
             stop.set()
             await asyncio.wait_for(task, 5)
             broker.stop()
+
+
+def tools_present() -> bool:
+    return all(shutil.which(exe) or Path(f"/usr/sbin/{exe}").exists() for exe in ("mosquitto", "mosquitto_pub"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -154,6 +154,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from . import bench_soak
 
         result = bench_soak.run(args.model, events=args.events)
+    elif args.what == "mqtt":
+        import asyncio
+
+        from . import bench_mqtt
+
+        if not bench_mqtt.tools_present():
+            raise UsageError("bench mqtt needs mosquitto and mosquitto_pub (make install installs them)")
+        result = asyncio.run(bench_mqtt.bench(args.flood, args.seconds))
     elif args.what == "startup":
         from . import bench_startup
 
@@ -238,13 +246,15 @@ def build_parser() -> argparse.ArgumentParser:
     sc.set_defaults(func=_cmd_continue)
 
     sb = sub.add_parser("bench", help="measure the model step, the end-to-end latency or the start-up (JSON)")
-    sb.add_argument("what", choices=["step", "e2e", "soak", "startup"])
+    sb.add_argument("what", choices=["step", "e2e", "soak", "startup", "mqtt"])
     sb.add_argument("--model", default="default", help="'default' or a checkpoint path")
     sb.add_argument("--json", action="store_true", help="print one JSON object")
     sb.add_argument("--notes", type=int, default=200, help="e2e: measured reactions")
     sb.add_argument("--events", type=int, default=1_000_000, help="soak: events (player + ripieno) through one session")
     sb.add_argument("--period", type=int, default=128, help="e2e: frames per period of the private jackd")
     sb.add_argument("--runs", type=int, default=5, help="startup: starts measured (the median is reported)")
+    sb.add_argument("--flood", type=int, default=5000, help="mqtt: commands in the flood phase")
+    sb.add_argument("--seconds", type=float, default=3.0, help="mqtt: seconds per phase")
     sb.add_argument("--jack-server", help="e2e, startup: use this running JACK server instead of a private dummy one")
     sb.set_defaults(func=_cmd_bench)
 
