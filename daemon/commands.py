@@ -19,19 +19,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from . import config as _config
-from .config import ACCOMPANY_STYLES, CCConfig, Config
+from .config import ACCOMPANY_STYLES, MODES, SILENCE_S, TEMPERATURE, VARIATION, CCConfig, Config, Mode
 
 log = logging.getLogger(__name__)
 
 MAX_PAYLOAD = 1024  # bytes; anything longer is refused before it is even decoded
-MODES = ("call", "accompany", "off")
 SETTINGS = ("enabled", "mode", "temperature", "silence_s", "model", "variation", "accompany")
 ACTIONS = ("reset", "panic")
 COMMANDS = SETTINGS + ACTIONS
-TEMPERATURE = (0.05, 2.0)
-SILENCE_S = (0.1, 10.0)
-VARIATION = (_config.VARIATION.lo, _config.VARIATION.hi)  # defined once, in config (0 = may echo, 1 = free)
 STEP_RING = 4096  # step times kept for p50/p99: enough for a stable p99, bounded forever
 # The beat's tempo and confidence reach {base}/state when they moved this much, at most every
 # TEMPO_REPORT_S: a clock's tempo wobbles by fractions of a bpm and must not flood the broker.
@@ -154,7 +149,7 @@ def parse_choice(text: str, choices: tuple[str, ...]) -> str:
 
 
 def parse_mode(text: str) -> str:
-    return parse_choice(text, MODES)
+    return Mode(parse_choice(text, MODES))
 
 
 def parse_number(text: str, lo: float, hi: float) -> float:
@@ -287,13 +282,13 @@ class Controller:
         if name == "mode":
             return parse_mode(text)
         if name == "temperature":
-            return parse_number(text, *TEMPERATURE)
+            return parse_number(text, TEMPERATURE.lo, TEMPERATURE.hi)
         if name == "silence_s":
-            return parse_number(text, *SILENCE_S)
+            return parse_number(text, SILENCE_S.lo, SILENCE_S.hi)
         if name == "model":
             return model_spec(self.cfg.engine.models_dir, text)
         if name == "variation":
-            return parse_number(text, *VARIATION)
+            return parse_number(text, VARIATION.lo, VARIATION.hi)
         if name == "accompany":
             return parse_choice(text, ACCOMPANY_STYLES)
         return None  # reset, panic: any (short) payload presses the button
@@ -383,14 +378,14 @@ def cc_command(cc_cfg: CCConfig, controller_number: int, value: int) -> tuple[st
     if not (1 <= controller_number <= 127 and 0 <= value <= 127):
         return None
     if controller_number == cc_cfg.temperature:
-        return "temperature", f"{_scale(value, *TEMPERATURE):g}".encode()
+        return "temperature", f"{_scale(value, TEMPERATURE.lo, TEMPERATURE.hi):g}".encode()
     if controller_number == cc_cfg.silence_s:
-        return "silence_s", f"{_scale(value, *SILENCE_S):g}".encode()
+        return "silence_s", f"{_scale(value, SILENCE_S.lo, SILENCE_S.hi):g}".encode()
     if controller_number == cc_cfg.mode:
         return "mode", (b"off" if value < 43 else b"call" if value < 86 else b"accompany")
     if controller_number == cc_cfg.enabled:
         return "enabled", (b"on" if value >= 64 else b"off")
     if controller_number == cc_cfg.variation:
-        return "variation", f"{_scale(value, *VARIATION):g}".encode()
+        return "variation", f"{_scale(value, VARIATION.lo, VARIATION.hi):g}".encode()
     return None
 

@@ -7,6 +7,7 @@ is allowed, in one line. Nothing downstream re-checks these values.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import os
 import stat
 import tomllib
@@ -16,7 +17,15 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 Api = Literal["auto", "alsa", "jack"]
-Mode = Literal["call", "accompany", "off"]
+class Mode(enum.StrEnum):
+    """What ripieno does with the player's notes (a str: compares and serialises as its value)."""
+
+    CALL = "call"
+    ACCOMPANY = "accompany"
+    OFF = "off"
+
+
+MODES = tuple(m.value for m in Mode)
 Accompany = Literal["bass", "chords", "voice"]
 TempoSource = Literal["player", "midi_clock", "link"]
 ACCOMPANY_STYLES: tuple[str, ...] = get_args(Accompany)  # accompany mode's parts: config, MQTT set/accompany, HA select
@@ -28,20 +37,28 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class Range:
-    """Inclusive numeric bounds for a field, attached through field metadata."""
+    """Inclusive numeric bounds for a field, attached through field metadata; `step` is what a
+    slider moves by (Home Assistant's number entity)."""
 
     lo: float
     hi: float
+    step: float = 0.0
 
 
-# The one definition of the variation range: the config check, MQTT set/variation, the MIDI CC
-# scaling and the Home Assistant number all read it (tests/test_commands.py checks they agree).
-VARIATION = Range(0.0, 1.0)
+# The one definition of each live setting's range: the config check, the MQTT set/ command, the
+# MIDI CC scaling and the Home Assistant number all read these (tests/test_commands.py checks
+# that they agree). Temperature 0 is greedy (always the likeliest note), from anywhere.
+TEMPERATURE = Range(0.0, 2.0, 0.05)
+SILENCE_S = Range(0.1, 10.0, 0.1)
+VARIATION = Range(0.0, 1.0, 0.05)
 
 
-def _field(default: Any, doc: str, lo: float | None = None, hi: float | None = None) -> Any:
+def _field(default: Any, doc: str, lo: float | Range | None = None, hi: float | None = None) -> Any:
+    """A config field with its doc line and, optionally, its range (a Range, or lo and hi)."""
     meta: dict[str, Any] = {"doc": doc}
-    if lo is not None and hi is not None:
+    if isinstance(lo, Range):
+        meta["range"] = lo
+    elif lo is not None and hi is not None:
         meta["range"] = Range(lo, hi)
     return field(default=default, metadata=meta)
 
@@ -54,7 +71,7 @@ class CCConfig:
     pick the mode and enable/disable. The sustain pedal (CC64) always belongs to the music.
     """
 
-    temperature: int = _field(1, "controller that sets temperature (0-127 -> 0.05-2.0)", 0, 119)
+    temperature: int = _field(1, "controller that sets temperature (0-127 -> 0-2.0)", 0, 119)
     silence_s: int = _field(0, "controller that sets silence_s (0-127 -> 0.1-10 s)", 0, 119)
     mode: int = _field(20, "controller that picks the mode (0-42 off, 43-85 call, 86-127 accompany)", 0, 119)
     enabled: int = _field(21, "controller that enables (>= 64) or disables (< 64) ripieno", 0, 119)
@@ -72,9 +89,9 @@ class MidiConfig:
 
 @dataclass(frozen=True)
 class EngineConfig:
-    mode: Mode = _field("call", "call | accompany | off")
-    temperature: float = _field(0.9, "sampling temperature, 0 = greedy", 0.0, 2.0)
-    silence_s: float = _field(0.8, "call mode: seconds of rest before ripieno answers", 0.1, 10.0)
+    mode: Mode = _field(Mode.CALL, "call | accompany | off")
+    temperature: float = _field(0.9, "sampling temperature, 0 = greedy", TEMPERATURE)
+    silence_s: float = _field(0.8, "call mode: seconds of rest before ripieno answers", SILENCE_S)
     answer_s: float = _field(8.0, "longest answer in seconds", 0.5, 60.0)
     model: str = _field("default", "'default' (the bundled model) or a checkpoint path")
     seed: int = _field(0, "0 = a fresh seed each run", 0, 2**63 - 1)
@@ -84,7 +101,7 @@ class EngineConfig:
     low_pitch: int = _field(21, "lowest pitch ripieno plays", 0, 127)
     high_pitch: int = _field(108, "highest pitch ripieno plays", 0, 127)
     accompany: Accompany = _field("bass", "accompany mode's part: bass | chords | voice")
-    variation: float = _field(0.25, "call mode: 0 = an answer may echo the player's material, 1 = free", VARIATION.lo, VARIATION.hi)
+    variation: float = _field(0.25, "call mode: 0 = an answer may echo the player's material, 1 = free", VARIATION)
 
 
 @dataclass(frozen=True)
@@ -121,6 +138,8 @@ class Config:
 
 
 def _type_name(tp: Any) -> str:
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return " | ".join(repr(m.value) for m in tp)
     if get_origin(tp) is Literal:
         return " | ".join(repr(a) for a in get_args(tp))
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
@@ -129,6 +148,11 @@ def _type_name(tp: Any) -> str:
 def _check_value(where: str, key: str, tp: Any, meta: Any, value: Any) -> Any:
     """Return value coerced to tp (int -> float only), or raise ConfigError naming where/key."""
     bad = f"{where}: {key} = {value!r}: "
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        try:
+            return tp(value)
+        except ValueError:
+            raise ConfigError(bad + "must be " + _type_name(tp)) from None
     if get_origin(tp) is Literal:
         if value not in get_args(tp):
             raise ConfigError(bad + "must be " + _type_name(tp))

@@ -11,8 +11,7 @@ import json
 import re
 from importlib.metadata import PackageNotFoundError, version
 
-from .commands import MODES, SILENCE_S, TEMPERATURE, VARIATION
-from .config import ACCOMPANY_STYLES, MqttConfig
+from .config import ACCOMPANY_STYLES, MODES, SILENCE_S, TEMPERATURE, VARIATION, MqttConfig
 
 BIRTH_PAYLOAD = b"online"
 
@@ -53,18 +52,18 @@ def _entities(base: str) -> list[tuple[str, str, dict[str, object]]]:
         }),
         ("number", "temperature", {
             "name": "Temperature", "icon": "mdi:dice-multiple",  # a sampling temperature, not a thermometer
-            "command_topic": f"{base}/set/temperature", "min": TEMPERATURE[0], "max": TEMPERATURE[1], "step": 0.05,
+            "command_topic": f"{base}/set/temperature", "min": TEMPERATURE.lo, "max": TEMPERATURE.hi, "step": TEMPERATURE.step,
             "mode": "slider", "state_topic": f"{base}/state", "value_template": tpl("temperature"),
         }),
         ("number", "silence_s", {
             "name": "Silence before answer", "icon": "mdi:timer-sand",
-            "command_topic": f"{base}/set/silence_s", "min": SILENCE_S[0], "max": SILENCE_S[1], "step": 0.1,
+            "command_topic": f"{base}/set/silence_s", "min": SILENCE_S.lo, "max": SILENCE_S.hi, "step": SILENCE_S.step,
             "unit_of_measurement": "s", "mode": "slider",
             "state_topic": f"{base}/state", "value_template": tpl("silence_s"),
         }),
         ("number", "variation", {
             "name": "Variation", "icon": "mdi:shuffle-variant",
-            "command_topic": f"{base}/set/variation", "min": VARIATION[0], "max": VARIATION[1], "step": 0.05,
+            "command_topic": f"{base}/set/variation", "min": VARIATION.lo, "max": VARIATION.hi, "step": VARIATION.step,
             "mode": "slider", "state_topic": f"{base}/state", "value_template": tpl("variation"),
         }),
         ("select", "accompany", {

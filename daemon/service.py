@@ -131,7 +131,7 @@ class Session:
     # ------------------------------------------------------------------------- Actions (commands)
 
     def on_state(self, state: State) -> None:
-        self.engine.set_state(state.mode, state.enabled, state.temperature, state.silence_s,
+        self.engine.set_state(state.mode, enabled=state.enabled, temperature=state.temperature, silence_s=state.silence_s,
                               variation=state.variation, accompany=state.accompany)
         self._arm()
 

@@ -13,7 +13,6 @@ from ripieno.daemon import discovery
 from ripieno.daemon.commands import (
     MAX_PAYLOAD,
     SETTINGS,
-    VARIATION,
     CommandError,
     Controller,
     State,
@@ -124,7 +123,7 @@ async def test_enabled_accepts_every_spelling_of_on():
     ("temperature", b"1_0", "not a number"),
     ("temperature", b"0x1", "not a number"),
     ("temperature", b"", "not a number"),
-    ("temperature", b"0", "out of range"),
+    ("temperature", b"-0.1", "out of range"),
     ("temperature", b"2.01", "out of range"),
     ("silence_s", b"0.05", "out of range"),
     ("silence_s", b"11", "out of range"),
@@ -234,9 +233,9 @@ CC = cfgmod.CCConfig()  # temperature=1, silence_s=0 (off), mode=20, enabled=21
 
 
 @pytest.mark.parametrize("number, value, expected", [
-    (1, 0, ("temperature", b"0.05")),
+    (1, 0, ("temperature", b"0")),
     (1, 127, ("temperature", b"2")),
-    (1, 64, ("temperature", b"1.033")),
+    (1, 64, ("temperature", b"1.008")),
     (20, 0, ("mode", b"off")),
     (20, 42, ("mode", b"off")),
     (20, 43, ("mode", b"call")),
@@ -269,29 +268,40 @@ def test_cc_variation_when_mapped():
         cfgmod.parse({"midi": {"cc": {"variation": 20}}})  # CC20 is the mode's
 
 
-def test_the_variation_range_is_defined_once_and_config_mqtt_cc_and_discovery_agree():
-    """One definition (config.VARIATION) read by the config check, set/variation, the CC scaling
-    and the Home Assistant number: their ends are the same numbers."""
-    lo, hi = cfgmod.VARIATION.lo, cfgmod.VARIATION.hi
-    assert VARIATION == (lo, hi) == (0.0, 1.0)
-    field = {f.name: f for f in dataclasses.fields(cfgmod.EngineConfig)}["variation"]
-    assert field.metadata["range"] == cfgmod.VARIATION  # the config check
+@pytest.mark.parametrize("name, rng, cc_number", [("variation", cfgmod.VARIATION, 22), ("temperature", cfgmod.TEMPERATURE, 1),
+                                                 ("silence_s", cfgmod.SILENCE_S, 23)])
+def test_each_live_range_is_defined_once_and_config_mqtt_cc_and_discovery_agree(name, rng, cc_number):
+    """One definition (config.VARIATION, TEMPERATURE, SILENCE_S) read by the config check, set/...,
+    the CC scaling and the Home Assistant number: their ends are the same numbers. (Issue #14: the
+    temperature was 0-2 in config and 0.05-2 over MQTT, so a configured 0 could never be set back.)"""
+    lo, hi = rng.lo, rng.hi
+    field = {f.name: f for f in dataclasses.fields(cfgmod.EngineConfig)}[name]
+    assert field.metadata["range"] == rng  # the config check
     for ok in (lo, hi):
-        assert cfgmod.parse({"engine": {"variation": ok}}).engine.variation == ok
+        assert getattr(cfgmod.parse({"engine": {name: ok}}).engine, name) == ok
     for bad in (lo - 0.01, hi + 0.01):
-        with pytest.raises(cfgmod.ConfigError, match=f"engine.variation = {bad}: must be between {lo} and {hi}"):
-            cfgmod.parse({"engine": {"variation": bad}})
+        with pytest.raises(cfgmod.ConfigError, match=f"engine.{name} = {bad}: must be between {lo} and {hi}"):
+            cfgmod.parse({"engine": {name: bad}})
     c, _ = make()  # MQTT and CC share Controller.validate
-    assert c.validate("variation", f"{lo:g}".encode()) == lo and c.validate("variation", f"{hi:g}".encode()) == hi
+    assert c.validate(name, f"{lo:g}".encode()) == lo and c.validate(name, f"{hi:g}".encode()) == hi
     for bad in (lo - 0.01, hi + 0.01):
         with pytest.raises(CommandError, match=f"out of range {lo:g}-{hi:g}"):
-            c.validate("variation", f"{bad:g}".encode())
-    cc = cfgmod.CCConfig(variation=22)  # the knob's ends are the range's ends
-    assert [float(cc_command(cc, 22, v)[1]) for v in (0, 127)] == [lo, hi]
-    number = {topic.split("/")[-2]: json.loads(payload) for topic, payload in discovery.configs(cfgmod.MqttConfig())}["variation"]
-    assert (number["min"], number["max"], number["step"], number["icon"]) == (lo, hi, 0.05, "mdi:shuffle-variant")
-    assert number["command_topic"].endswith("/set/variation")
-    assert "variation" in SETTINGS
+            c.validate(name, f"{bad:g}".encode())
+    cc = cfgmod.CCConfig(**{name: cc_number, **({"temperature": 0} if name != "temperature" else {})})
+    assert [float(cc_command(cc, cc_number, v)[1]) for v in (0, 127)] == [lo, hi]  # the knob's ends are the range's ends
+    number = {topic.split("/")[-2]: json.loads(payload) for topic, payload in discovery.configs(cfgmod.MqttConfig())}[name]
+    assert (number["min"], number["max"], number["step"]) == (lo, hi, rng.step)
+    assert number["command_topic"].endswith(f"/set/{name}")
+    assert name in SETTINGS
+
+
+def test_mode_is_an_enum_everywhere():
+    assert cfgmod.parse({"engine": {"mode": "accompany"}}).engine.mode is cfgmod.Mode.ACCOMPANY
+    c, _ = make()
+    assert c.validate("mode", b"off") is cfgmod.Mode.OFF
+    with pytest.raises(cfgmod.ConfigError, match="must be 'call' | 'accompany' | 'off'"):
+        cfgmod.parse({"engine": {"mode": "jam"}})
+    assert json.loads(State(True, cfgmod.Mode.CALL, 0.9, 0.8, "default", "", "", 0, 0).to_json())["mode"] == "call"
 
 
 def test_accompany_styles_are_the_engines():

@@ -153,7 +153,7 @@ def test_mode_change_and_panic_silence_everything(ckpt):
     engine, out = make(ckpt, mode="accompany")
     drive(engine, out, phrase(0.0, [60, 62, 64, 65] * 4, step=0.2), until=2.0)
     assert out.scheduler.open or out.scheduler.planned
-    engine.set_state("call", True, 0.9, 0.8)
+    engine.set_state("call", enabled=True, temperature=0.9, silence_s=0.8)
     assert [m for _, m in out.sent[-3:]] == [[0xB0, 64, 0], [0xB0, 123, 0], [0xB0, 120, 0]]
     assert out.scheduler.open == set() and out.scheduler.planned == []
     assert engine.plan is None

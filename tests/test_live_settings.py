@@ -53,24 +53,25 @@ def make(model, **engine_kw) -> tuple[Engine, OfflineOutput, RecordingStream]:
     return Engine(cfg, stream, out, np.random.default_rng(1)), out, stream
 
 
-def test_set_state_keeps_its_positional_form_and_takes_variation_and_accompany_as_keywords(model):
+def test_set_state_takes_every_setting_past_the_mode_by_name(model):
+    """Issue #14: set_state(mode, enabled, temperature, silence_s) let two floats be swapped silently."""
     engine, _, _ = make(model, variation=0.3, accompany="bass")
-    engine.set_state("call", True, 1.1, 0.9)  # the old call: variation and style untouched
+    engine.set_state("call", enabled=True, temperature=1.1, silence_s=0.9)  # variation and style untouched
     assert (engine.temperature, engine.silence_s, engine.variation, engine.accompany) == (1.1, 0.9, 0.3, "bass")
-    engine.set_state("call", True, 1.1, 0.9, variation=0.8, accompany="voice")
+    engine.set_state("call", enabled=True, temperature=1.1, silence_s=0.9, variation=0.8, accompany="voice")
     assert (engine.variation, engine.accompany) == (0.8, "voice")
-    engine.set_state("call", True, 1.1, 0.9, variation=0.0)
+    engine.set_state("call", enabled=True, temperature=1.1, silence_s=0.9, variation=0.0)
     assert (engine.variation, engine.accompany) == (0.0, "voice")
     with pytest.raises(TypeError):
-        engine.set_state("call", True, 1.1, 0.9, 0.5)  # keyword-only
+        engine.set_state("call", True, 1.1, 0.9)  # keyword-only past the mode
     with pytest.raises(ValueError, match="accompany must be one of bass, chords, voice"):
-        engine.set_state("off", True, 0.5, 0.5, accompany="drums")
+        engine.set_state("off", enabled=True, temperature=0.5, silence_s=0.5, accompany="drums")
     assert (engine.mode, engine.temperature, engine.accompany) == ("call", 1.1, "voice")  # refused: nothing changed
 
 
 def test_a_call_answer_samples_with_the_variation_last_set(model):
     engine, out, stream = make(model, variation=0.5, silence_s=0.3)
-    engine.set_state("call", True, 0.9, 0.3, variation=0.85)
+    engine.set_state("call", enabled=True, temperature=0.9, silence_s=0.3, variation=0.85)
     t = 0.0
     for i, p in enumerate([60, 62, 64, 65, 67, 65, 64, 62]):
         t = 0.25 * i

@@ -285,10 +285,11 @@ class Engine:
     def active(self) -> bool:
         return self.enabled and self.mode != "off"
 
-    def set_state(self, mode: str, enabled: bool, temperature: float, silence_s: float, *,
+    def set_state(self, mode: str, *, enabled: bool, temperature: float, silence_s: float,
                   variation: float | None = None, accompany: str | None = None) -> None:
-        """Live settings; a change of mode or enabled silences ripieno first. `variation` (0..1)
-        and `accompany` (an `ACCOMPANY_STYLES` name) change only when given."""
+        """Live settings, by name past the mode (two floats passed by position could be swapped
+        silently); a change of mode or enabled silences ripieno first. `variation` (0..1) and
+        `accompany` (an `ACCOMPANY_STYLES` name) change only when given."""
         if accompany is not None and accompany not in ACCOMPANY_STYLES:
             raise ValueError(f"accompany must be one of {', '.join(ACCOMPANY_STYLES)}, got {accompany!r}")
         if mode != self.mode or enabled != self.enabled:
