@@ -58,3 +58,11 @@ def test_run_plays_without_torch_and_has_none_loaded_at_exit(jack, daemon, keybo
     wait_until(synth.note_ons, 10, what="an answer")
     assert d.stop(signal.SIGTERM) == 0, d.log()
     assert CLEAN in d.log(), d.log()[-2000:]
+
+
+def test_ripieno_train_without_the_train_extra_says_what_to_install():
+    """A daemon-only install has no torch: `ripieno-train` says which extra it needs, exit 2, no traceback."""
+    code = WRAPPER.replace("from ripieno.daemon.cli import main", "from ripieno.training.cli import main")
+    r = subprocess.run([sys.executable, "-c", code, "--help"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "pip install 'ripieno[train]'" in r.stderr and "torch" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr

@@ -149,7 +149,30 @@ def add_bench_command(sub: argparse._SubParsersAction) -> None:
     b.set_defaults(func=run)
 
 
+TRAIN_EXTRA = ("torch", "music21", "tqdm", "matplotlib")
+
+
+def _missing_train_extra() -> list[str]:
+    """The `train` extra's packages this install lacks (a daemon-only `pip install .` has none)."""
+    from importlib.util import find_spec
+
+    missing = []
+    for name in TRAIN_EXTRA:
+        try:
+            found = find_spec(name) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            missing.append(name)
+    return missing
+
+
 def main(argv: list[str] | None = None) -> int:
+    missing = _missing_train_extra()
+    if missing:
+        print(f"ripieno-train: needs the train extra ({', '.join(missing)} missing): pip install 'ripieno[train]' "
+              "(with torch==2.13.0 installed first, as make install does)", file=sys.stderr)  # noqa: T201
+        return 2
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     return int(args.func(args) or 0)
