@@ -20,9 +20,8 @@ from ripieno.model.stream import Stream
 
 from . import bench_step
 from .config import Config
-from ripieno.model.play.engine import Engine
 from ripieno.model.play.keys import Event, KeyDown, KeyUp
-from ripieno.model.play.scheduler import Scheduler
+from ripieno.model.play.performance import Performance
 
 GHOST_S = 0.030  # a note shorter than this is a click, not a note (the eval's definition)
 
@@ -32,19 +31,18 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-class _Sink:
-    """The engine's Output: scheduled and then forgotten (nothing accumulates over a long run),
-    except two defect counts a musician would hear: notes shorter than GHOST_S that left (flams,
-    clicks) and a pitch struck again while it sounds. 0 is the only good figure for both."""
+class _Ears:
+    """What a musician would hear as defects in the messages that left: notes shorter than GHOST_S
+    (flams, clicks) and a pitch struck again while it sounds. 0 is the only good figure for both.
+    Nothing else is kept, so nothing accumulates over a long run."""
 
-    def __init__(self, channel: int, polyphony: int) -> None:
-        self.scheduler = Scheduler(channel, polyphony)
+    def __init__(self) -> None:
         self.sounding: dict[int, float] = {}
         self.ghost_notes = 0
         self.doubled_notes = 0
 
-    def due(self, now: float) -> None:
-        for t, msg in self.scheduler.due(now):
+    def hear(self, messages: list[tuple[float, list[int]]]) -> None:
+        for t, msg in messages:
             kind, pitch = msg[0] & 0xF0, msg[1]
             if kind == 0x90 and msg[2] > 0:
                 if pitch in self.sounding:
@@ -53,15 +51,6 @@ class _Sink:
             elif kind in (0x80, 0x90) and pitch in self.sounding:
                 if t - self.sounding.pop(pitch) < GHOST_S:
                     self.ghost_notes += 1
-
-    def note(self, on: float, off: float, pitch: int, velocity: int) -> None:
-        self.scheduler.add(on, off, pitch, velocity)
-
-    def cut(self) -> None:
-        self.scheduler.cut()
-
-    def panic(self) -> None:
-        self.scheduler.panic()
 
 
 @dataclasses.dataclass
@@ -93,29 +82,25 @@ def run(model: str = "random:2x256", events: int = 1_000_000, seed: int = 0) -> 
     cfg = Config()
     cfg = dataclasses.replace(cfg, engine=dataclasses.replace(cfg.engine, mode="accompany", max_notes_per_s=24.0))
     stream = Stream(ck)
-    out = _Sink(0, cfg.engine.max_polyphony)
+    ears = _Ears()
     stats = _Steps()
-    engine = Engine(cfg.engine, stream, out, np.random.default_rng(seed), stats)
+    perf = Performance(cfg.engine, stream, np.random.default_rng(seed), stats=stats, keep=False)
     player = _player(np.random.default_rng(seed + 1))
     pending: list[Event] = []
     blocks = []
     per_block = max(1, events // 10)
     next_mark = per_block
-    now = 0.0
     while stats.notes_in + stats.notes_out < events:
         if not pending:
             pending = [next(player), next(player)]
         ev = pending.pop(0)
-        while True:  # engine wake-ups and due messages before the next input
-            wake = min((t for t in (engine.next_wakeup(), out.scheduler.next_time()) if t is not None), default=None)
-            if wake is None or wake > ev.t:
+        while True:  # the engine's turns and due messages before the next input
+            due = perf.next_deadline()
+            if due is None or due > ev.t:
                 break
-            now = max(now, wake)
-            engine.poll(now)
-            out.due(now)
-        now = max(now, ev.t)
-        engine.handle(ev)
-        engine.poll(now)
+            ears.hear(perf.advance(due))
+        ears.hear(perf.feed(ev))
+        ears.hear(perf.advance(ev.t))
         if stats.notes_in + stats.notes_out >= next_mark:
             h, c = stream.state
             blocks.append({
@@ -130,10 +115,10 @@ def run(model: str = "random:2x256", events: int = 1_000_000, seed: int = 0) -> 
         "events": stats.notes_in + stats.notes_out,
         "player_notes": stats.notes_in,
         "ripieno_notes": stats.notes_out,
-        "session_s": round(now, 1),
+        "session_s": round(perf.clock, 1),
         "finite": all(b["finite"] for b in blocks),
-        "ghost_notes": out.ghost_notes,
-        "doubled_notes": out.doubled_notes,
+        "ghost_notes": ears.ghost_notes,
+        "doubled_notes": ears.doubled_notes,
         "step_p50_first_us": blocks[0]["step_p50_us"] if blocks else None,
         "step_p50_last_us": blocks[-1]["step_p50_us"] if blocks else None,
         "rss_first_mb": blocks[0]["rss_mb"] if blocks else None,

@@ -40,11 +40,10 @@ def test_bench_soak_prints_finite_blocks():
     assert out["ghost_notes"] == 0 and out["doubled_notes"] == 0  # no click, no flam, whatever the model samples
 
 
-def test_soak_sink_counts_ghost_and_doubled_notes():
-    from ripieno.daemon.bench_soak import _Sink
+def test_soak_ears_count_ghost_and_doubled_notes():
+    from ripieno.daemon.bench_soak import _Ears
 
-    sink = _Sink(0, 8)
-    sink.scheduler.add(0.0, 0.01, 60, 80)  # a 10 ms note: a click
-    sink.scheduler.add(0.1, 0.5, 62, 80)
-    sink.due(1.0)
-    assert (sink.ghost_notes, sink.doubled_notes) == (1, 0)
+    ears = _Ears()
+    ears.hear([(0.0, [0x90, 60, 80]), (0.01, [0x80, 60, 0])])  # a 10 ms note: a click
+    ears.hear([(0.1, [0x90, 62, 80]), (0.2, [0x90, 62, 80]), (0.5, [0x80, 62, 0])])  # struck again while it sounds
+    assert (ears.ghost_notes, ears.doubled_notes) == (1, 1)

@@ -9,12 +9,11 @@ import numpy as np
 import pytest
 
 from ripieno.daemon.config import Config, EngineConfig
-from ripieno.model.play.offline import OfflineOutput
+from ripieno.model.play.performance import Performance, run_virtual
 from ripieno.model.play.engine import Engine, harmony_weights, key_weights, next_on_grid, player_grid, scaled_velocity
 from ripieno.model.harmony import consonant_with
 from ripieno.model.play.tempo import SteadyTempo
 from ripieno.model.play.keys import Event, KeyDown, KeyUp
-from ripieno.model.play.scheduler import Scheduler
 from ripieno.model import checkpoint
 from ripieno.model.stream import Stream
 from tiny_model import tiny_checkpoint
@@ -25,10 +24,11 @@ def ckpt(tmp_path_factory):
     return checkpoint.load(tiny_checkpoint(tmp_path_factory.mktemp("m") / "tiny.safetensors"))
 
 
-def make(ckpt, seed: int = 1, tempo=None, **engine_kw) -> tuple[Engine, OfflineOutput]:
+def make(ckpt, seed: int = 1, tempo=None, **engine_kw) -> tuple[Engine, Performance]:
+    """The engine and its host (the one every clock drives: `model.play.performance`)."""
     cfg = dataclasses.replace(EngineConfig(), **engine_kw)
-    out = OfflineOutput(Scheduler(0, cfg.max_polyphony), [0.0])
-    return Engine(cfg, Stream(ckpt), out, np.random.default_rng(seed), tempo=tempo), out
+    perf = Performance(cfg, Stream(ckpt), np.random.default_rng(seed), tempo=tempo)
+    return perf.engine, perf
 
 
 def phrase(t0: float, pitches: list[int], step: float = 0.25, dur: float = 0.2, vel: int = 90, ch: int = 0) -> list[Event]:
@@ -39,29 +39,18 @@ def phrase(t0: float, pitches: list[int], step: float = 0.25, dur: float = 0.2, 
     return sorted(evs, key=lambda e: (e.t, isinstance(e, KeyDown)))
 
 
-def drive(engine: Engine, out: OfflineOutput, inputs: list[Event], until: float) -> None:
-    """Virtual time: jump to the next input, engine wake-up or scheduled message, up to `until`."""
-    i = 0
-    for _ in range(200_000):
-        cands = [engine.next_wakeup(), out.scheduler.next_time(), inputs[i].t if i < len(inputs) else None]
-        cands = [c for c in cands if c is not None and c <= until]
-        if not cands:
-            break
-        now = max(out.clock[0], min(cands))
-        out.clock[0] = now
-        while i < len(inputs) and inputs[i].t <= now:
-            engine.handle(inputs[i])
-            i += 1
-        engine.poll(now)
-        out.flush(now)
-    out.clock[0] = until
+def drive(engine: Engine, out: Performance, inputs: list[Event], until: float) -> None:
+    """Virtual time up to `until`, through the same driver `continue` and eval use."""
+    assert out.engine is engine
+    run_virtual(out, inputs, until)
+    out.clock = max(out.clock, until)
 
 
-def ons(out: OfflineOutput) -> list[tuple[float, list[int]]]:
+def ons(out: Performance) -> list[tuple[float, list[int]]]:
     return [(t, m) for t, m in out.sent if m[0] & 0xF0 == 0x90 and m[2] > 0]
 
 
-def sounding(out: OfflineOutput) -> set[int]:
+def sounding(out: Performance) -> set[int]:
     on: set[int] = set()
     for _, m in out.sent:
         if m[0] & 0xF0 == 0x90 and m[2] > 0:
@@ -215,8 +204,7 @@ def test_a_grid_point_already_past_is_never_played_late(ckpt):
     assert engine.plan is not None
     # the loop was busy: the next poll comes 130 ms after the next note was due to be planned
     late = tempo.time_at(engine.plan.cursor) + 0.13
-    out.clock[0] = late
-    engine.poll(late)
+    out.advance(late)
     planned = [p for p in out.scheduler.planned if not p.started]
     assert planned, "nothing planned after the late wake-up"
     for p in planned:

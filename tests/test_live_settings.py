@@ -20,8 +20,7 @@ from ripieno.daemon.config import EngineConfig, parse
 from ripieno.model import checkpoint
 from ripieno.model.play.engine import Engine
 from ripieno.model.play.keys import KeyDown, KeyUp
-from ripieno.model.play.offline import OfflineOutput
-from ripieno.model.play.scheduler import Scheduler
+from ripieno.model.play.performance import Performance, run_virtual
 from ripieno.model.stream import Stream
 from tiny_model import tiny_checkpoint
 
@@ -46,11 +45,11 @@ class RecordingStream:
         return getattr(self.stream, name)
 
 
-def make(model, **engine_kw) -> tuple[Engine, OfflineOutput, RecordingStream]:
+def make(model, **engine_kw) -> tuple[Engine, Performance, RecordingStream]:
     cfg = dataclasses.replace(EngineConfig(), **engine_kw)
-    out = OfflineOutput(Scheduler(0, cfg.max_polyphony), [0.0])
     stream = RecordingStream(Stream(checkpoint.load(model)))
-    return Engine(cfg, stream, out, np.random.default_rng(1)), out, stream
+    perf = Performance(cfg, stream, np.random.default_rng(1))
+    return perf.engine, perf, stream
 
 
 def test_set_state_takes_every_setting_past_the_mode_by_name(model):
@@ -76,18 +75,9 @@ def test_a_call_answer_samples_with_the_variation_last_set(model):
     for i, p in enumerate([60, 62, 64, 65, 67, 65, 64, 62]):
         t = 0.25 * i
         for ev in (KeyDown(t, 0, p, 90), KeyUp(t + 0.2, 0, p, 0.2)):
-            out.clock[0] = ev.t
-            engine.handle(ev)
-            engine.poll(ev.t)
-    now = t + 0.2
-    for _ in range(10_000):  # the virtual clock, from one wake-up to the next, for 4 s
-        nxt = engine.next_wakeup()
-        if nxt is None or nxt > t + 4.0:
-            break
-        now = max(now, nxt)
-        out.clock[0] = now
-        engine.poll(now)
-        out.flush(now)
+            out.feed(ev)
+            out.advance(ev.t)
+    run_virtual(out, [], until=t + 4.0)  # the virtual clock, from one deadline to the next, for 4 s
     assert stream.variations, "no answer was planned"
     assert set(stream.variations) == {0.85}
 

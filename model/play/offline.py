@@ -3,7 +3,8 @@
 The prompt's notes are fed to the engine as key presses and releases at their times; the
 clock then jumps from one thing to do to the next (a prompt event, an engine wake-up, a
 scheduled message). `ripieno continue`, `ripieno-train eval` and the tests drive the engine
-through this one function, so what they measure is what the daemon plays.
+through `performance.Performance` and its one virtual-clock driver, so what they measure is what
+the daemon plays.
 """
 
 from __future__ import annotations
@@ -13,11 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from .engine import Engine, Settings
+from .engine import Settings
 from .keys import Event, KeyDown, KeyUp
-from .scheduler import Scheduler, Timed
-
-MAX_WAKES = 1_000_000  # a bound on the virtual-clock loop, far above any real continuation
+from .performance import Performance, run_virtual
+from .scheduler import Timed
 
 
 @dataclass(frozen=True, order=True)
@@ -42,27 +42,6 @@ def prompt_events(notes: list[Note]) -> list[Event]:
         evs.append((n.onset + n.duration, 0 if n.duration > 0 else 2, KeyUp(n.onset + n.duration, 0, n.pitch, n.duration)))
     evs.sort(key=lambda e: (e[0], e[1]))
     return [e for _, _, e in evs]
-
-
-class OfflineOutput:
-    """The engine's Output on a virtual clock: the scheduler's messages are recorded, not sent."""
-
-    def __init__(self, scheduler: Scheduler, clock: list[float]) -> None:
-        self.scheduler = scheduler
-        self.clock = clock
-        self.sent: list[Timed] = []
-
-    def note(self, on: float, off: float, pitch: int, velocity: int) -> None:
-        self.scheduler.add(on, off, pitch, velocity)
-
-    def cut(self) -> None:
-        self.sent += [(self.clock[0], m) for m in self.scheduler.cut()]
-
-    def panic(self) -> None:
-        self.sent += [(self.clock[0], m) for m in self.scheduler.panic()]
-
-    def flush(self, now: float) -> None:
-        self.sent += self.scheduler.due(now)
 
 
 def notes_from_messages(sent: list[Timed]) -> list[Note]:
@@ -95,32 +74,15 @@ def run_offline(
     channel: int = 0,
 ) -> list[Note]:
     """The continuation ripieno plays after (call) or along with (accompany) the prompt."""
-    clock = [0.0]
-    scheduler = Scheduler(channel, settings.max_polyphony)
-    out = OfflineOutput(scheduler, clock)
     answer_len = seconds if seconds is not None else (3600.0 if events is not None else None)
-    engine = Engine(settings, stream, out, rng, max_events=events, answer_len=answer_len)
-    inputs = prompt_events(prompt)
+    perf = Performance(settings, stream, rng, channel=channel, max_events=events, answer_len=answer_len)
+    engine = perf.engine
     silence_s = engine.silence_s
     engine.silence_s = float("inf")  # rests inside the prompt are not the player handing over
-    i = 0
-    for _ in range(MAX_WAKES):
-        candidates = [t for t in (engine.next_wakeup(), scheduler.next_time()) if t is not None and t != float("inf")]
-        if i < len(inputs):
-            candidates.append(inputs[i].t)
-        if not candidates:
-            break
-        now = max(clock[0], min(candidates))
-        clock[0] = now
-        while i < len(inputs) and inputs[i].t <= now:
-            engine.handle(inputs[i])
-            i += 1
-        if i == len(inputs):
-            engine.silence_s = silence_s
-        engine.poll(now)
-        out.flush(now)
-    out.flush(float("inf"))
-    out.sent += [(clock[0], m) for m in scheduler.cut()]
-    return notes_from_messages(out.sent)
 
+    def prompt_over() -> None:
+        engine.silence_s = silence_s
 
+    run_virtual(perf, prompt_events(prompt), on_inputs_done=prompt_over)
+    perf.close()
+    return notes_from_messages(perf.sent)
