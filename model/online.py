@@ -191,7 +191,7 @@ class CorpusExpert:
     by every stream of a checkpoint; the memo is bounded (cleared when full).
     """
 
-    MEMO = 20000  # contexts (~1 KB each)
+    MEMO = 4096  # distinct corpus contexts remembered (1 KB each): a bounded 4 MB, then cleared
 
     def __init__(self, model: WittenBell) -> None:
         self.model = model
