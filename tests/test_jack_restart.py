@@ -3,15 +3,27 @@ and is back with its ports and playing within 10 s, through the real server and 
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 
 import pytest
 
-from peers import Keyboard, Synth, wait_until
+from peers import JackServer, Keyboard, Synth, wait_until
 from tiny_model import tiny_checkpoint
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+
+@pytest.fixture
+def jack(tmp_path, monkeypatch):
+    """A private server for this test alone (it is killed mid-test: the session's stays out of it);
+    this process's own JACK clients use it too."""
+    server = JackServer(f"ripieno-restart-{os.getpid()}", tmp_path)
+    monkeypatch.setenv("JACK_DEFAULT_SERVER", server.name)
+    server.start()
+    yield server
+    server.stop()
 
 
 def test_ripieno_reopens_its_ports_after_a_jack_restart_and_plays_again(jack, daemon, tmp_path):
