@@ -18,9 +18,6 @@ import os
 import socket
 from pathlib import Path
 
-PROBE_TIMEOUT_S = 0.2
-
-
 def request_socket(env: dict[str, str] | None = None) -> Path:
     """Where the server ripieno uses (JACK_DEFAULT_SERVER, else "default") takes requests."""
     env = dict(os.environ) if env is None else env
@@ -45,12 +42,12 @@ def alive(path: Path) -> bool:
     times out or would block says nothing about death."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        s.settimeout(PROBE_TIMEOUT_S)
+        s.setblocking(False)  # it runs on the event loop: never wait for the server, only ask
         s.connect(str(path))
         return True
     except (ConnectionRefusedError, FileNotFoundError):
         return False
-    except OSError:
+    except OSError:  # BlockingIOError (a full accept queue) and the like: busy, not dead
         return True
     finally:
         s.close()
