@@ -20,17 +20,17 @@ from typing import Any
 
 import numpy as np
 
+from ripieno.model.play.engine import Engine
+from ripieno.model.play.keys import Control, KeyDown
+from ripieno.model.play.scheduler import Scheduler
+
 from . import jack_server, midi_ports, ports, systemd, tempo_source
 from .clock import CLOCK_STATUS, MidiClock
 from .commands import COMMAND_BURST, COMMAND_RATE, CommandError, Controller, RateLimiter, State, cc_command
 from .config import Config, ConfigError, as_dict
-from ripieno.model.play.engine import Engine
-
-from .stop_signals import STOP_SIGNALS
-from ripieno.model.play.keys import Control, KeyDown
 from .listener import Listener
 from .output import LATENESS_RING, RealtimeOutput
-from ripieno.model.play.scheduler import Scheduler
+from .stop_signals import STOP_SIGNALS
 
 log = logging.getLogger(__name__)
 

@@ -37,8 +37,8 @@ import math
 import statistics
 import time
 from collections import deque
-from dataclasses import dataclass
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -67,20 +67,20 @@ ACCOMPANY_STYLES = ("bass", "chords", "voice")
 STRIKE = {"bass": 1, "chords": 3, "voice": 1}  # notes per strike
 REGISTER_WIDEN = 7  # ripieno stays within the player's recent range widened by a fifth each side
 DISSONANT_WEIGHT = 0.01  # a pitch that clashes with a sounding player note keeps this share of its probability
-HELD_MAX_S = 30.0  # a key "held" this long with nothing else happening lost its note-off somewhere
+HELD_MAX_S = 30.0  # a key "held" this long after its own press lost its note-off somewhere
 FLOOD_MEMORY_S = 10.0  # held keys are not trusted this long after a smash (its tail may still trickle in)
 BAR_ENTRY_BEATS = 1.0  # call mode enters on the bar line when it is at most this far after the next beat
 ENTRY_LIFT = 1.15  # a residue mod 2 (3) holding this many times 1/2 (1/3) of a phrase's on-beat onsets is the beat
 SIXTEENTHS = (0, 3, 6, 9)  # places in the beat, in twelfths
 GRID_MIN_ONSETS = 6  # onsets before the player's subdivision of the beat is trusted (`player_grid`)
-GRID_MIN_SHARE = 0.05
+GRID_MIN_SHARE = 0.05  # ... and the share of them a place in the beat needs to be part of it
 # An answer keeps the player's key (`key_weights`): measured on a quarter of the test split, key JSD
 # answer vs prompt 0.144 / 0.077 / 0.061 at strength 0 / 0.5 / 1 (4-grams copied from the prompt
 # 0.084 / 0.094 / 0.118; the sources' own 0.18): 0.5 keeps the key and barely adds copying.
 KEY_STRENGTH = 0.5
 KEY_FLOOR = 0.02  # a pitch class never played weighs as if it were 2 % of the notes
 KEY_MIN_NOTES = 8
-KEY_MEMORY = 64  # ... and the share of them a place in the beat needs to be part of it
+KEY_MEMORY = 64  # the player's last this-many pitches are their key
 
 
 class Settings(Protocol):
