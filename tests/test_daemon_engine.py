@@ -372,3 +372,16 @@ def test_an_answer_stays_in_the_players_key(ckpt):
         notes = [m[1] for t, m in ons(out) if t > 5.0]
         inside[strength] = sum(p % 12 in (0, 2, 4, 7, 9) for p in notes) / max(len(notes), 1)
     assert inside[4.0] > inside[0.0] + 0.2, inside
+
+
+def test_an_answer_enters_where_the_players_beats_and_a_three_quarter_beat_meet(ckpt):
+    """A tracker whose beat is three quarters of the player's (it meets the player's beat every four
+    of its own): the answer enters on one of those meeting points, i.e. on the player's beat."""
+    quarter = 0.6
+    tempo = SteadyTempo(60.0 / (0.75 * quarter), origin=0.0)
+    melody = [60, 64, 67, 72, 67, 64, 60, 62, 64, 65, 67, 69, 67]
+    for length in (10, 11, 12, 13):  # phrases that end at different places of the four-beat cycle
+        engine, out = make(ckpt, silence_s=0.3, tempo=tempo)
+        drive(engine, out, phrase(0.0, melody[:length], step=quarter, dur=0.5), until=14.0)
+        first = min(t for t, _ in ons(out) if t > (length - 1) * quarter)
+        assert abs(first / quarter - round(first / quarter)) < 1e-6, (length, first)
