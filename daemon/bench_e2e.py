@@ -17,7 +17,7 @@ a keyboard and a synth client in this process, and `ripieno run` as a real subpr
 - daemon_input_*_us: ripieno's own share, as it measured it: rtmidi callback -> note handled
   (queue wait, listener, engine, the cut's note-offs handed to the port).
 - jitter_p99_us: |when ripieno handed a scheduled note to the port - when it was scheduled|,
-  as the daemon itself measured it (its `stats` line at exit).
+  as the daemon itself measured it (the JSON file `ripieno run --stats-file` writes at exit).
 """
 
 from __future__ import annotations
@@ -126,7 +126,9 @@ def _reactions(env: dict[str, str], model: str, n: int, workdir: Path) -> tuple[
     cfg = workdir / "bench.toml"
     cfg.write_text(f'[midi]\napi = "jack"\n[engine]\nmode = "call"\nmodel = "{model}"\nsilence_s = 0.1\nanswer_s = 20.0\nseed = 1\n')
     logf = open(workdir / "ripieno.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "ripieno.daemon.cli", "run", "--config", str(cfg)], env=env, stdout=logf, stderr=subprocess.STDOUT)
+    stats_file = workdir / "stats.json"
+    proc = subprocess.Popen([sys.executable, "-m", "ripieno.daemon.cli", "run", "--config", str(cfg), "--stats-file", str(stats_file)],
+                            env=env, stdout=logf, stderr=subprocess.STDOUT)
     kbd, syn, tap = _keyboard("bench-kbd"), _Recorder("bench-synth"), _Recorder("bench-tap")
     got: list[tuple[float, float, float]] = []
     missed = 0
@@ -167,10 +169,10 @@ def _reactions(env: dict[str, str], model: str, n: int, workdir: Path) -> tuple[
         tap.close()
         stop_process(proc)
         logf.close()
-    stats: dict = {}
-    for line in (workdir / "ripieno.log").read_text(errors="replace").splitlines():
-        if " stats {" in line:
-            stats = json.loads(line.split(" stats ", 1)[1])
+    try:
+        stats = json.loads(stats_file.read_text())  # the daemon's own figures, written at its exit
+    except (OSError, ValueError):
+        stats = {}
     return got, stats, missed
 
 

@@ -127,7 +127,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     log.debug("importing the engine (SIGTERM or Ctrl-C stops cleanly from here on)")
     from . import service  # the engine (numpy, model): imported only by the commands that play
 
-    return service.run(cfg)
+    return service.run(cfg, args.stats_file)
 
 
 def _cmd_continue(args: argparse.Namespace) -> int:
@@ -229,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     sr.add_argument("--mode", choices=["call", "accompany", "off"])
     sr.add_argument("--temperature", type=float)
     sr.add_argument("--model", help="'default' or a checkpoint path")
+    sr.add_argument("--stats-file", help="at exit, write the session's figures (lateness, input handling, counts) there as JSON")
     sr.set_defaults(func=_cmd_run)
 
     sc = sub.add_parser("continue", help="continue a MIDI file offline with the same engine")

@@ -111,6 +111,7 @@ class Session:
                                                            wait=True)
         self.output = RealtimeOutput(Scheduler(cfg.midi.channel - 1, cfg.engine.max_polyphony), self._send, loop)
         self.healthy = True  # False while the JACK server is gone: then systemd's watchdog is not fed
+        self.stats_file: str | None = None  # the exit figures as JSON, for benchmarks (`run --stats-file`)
         self.controller = Controller(cfg, self)
         # One model step per loop callback: a due note's timer then waits for at most one step.
         self.engine = Engine(cfg.engine, stream, self.output, make_rng(cfg.engine.seed), self.controller.stats, plans_per_wake=1,
@@ -406,9 +407,32 @@ class Session:
             close_tempo = getattr(self.tempo, "close", None)
             if close_tempo is not None:  # Link leaves its session
                 close_tempo()
-        lat = percentiles(self.output.lateness_us)
-        stats = self.controller.stats.metrics()
-        log.info("stats %s", json.dumps(stats | {"lateness_us": lat, "input_us": percentiles(self.input_us), "input_dropped": self.midi_in.dropped}))
+        stats = self.exit_stats()
+        log.info("stats %s", json.dumps(stats))
+        if self.stats_file is not None:
+            write_stats(self.stats_file, stats)
+
+    def exit_stats(self) -> dict[str, Any]:
+        """The session's figures at exit: the command layer's metrics, output lateness, input handling."""
+        return self.controller.stats.metrics() | {
+            "lateness_us": percentiles(self.output.lateness_us),
+            "input_us": percentiles(self.input_us),
+            "input_dropped": self.midi_in.dropped,
+        }
+
+
+def write_stats(path: str, stats: dict[str, Any]) -> None:
+    """The exit figures as one JSON file, written whole (temp file, then rename): what a benchmark
+    reads, instead of scraping a log line. A path that cannot be written is a warning, not a failure."""
+    import os
+
+    tmp = f"{path}.tmp"
+    try:
+        with open(tmp, "w") as f:
+            json.dump(stats, f)
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("could not write the stats file %s: %s", path, exc.strerror or exc)
 
 
 def _shown(port: midi_ports._Port) -> str:
@@ -417,7 +441,7 @@ def _shown(port: midi_ports._Port) -> str:
 
 
 
-async def serve(cfg: Config) -> int:
+async def serve(cfg: Config, stats_file: str | None = None) -> int:
     tempo_source.check(cfg)  # [tempo] source = "link" without aalink: exit 2, one line, before anything opens
     if cfg.mqtt.enabled:
         from .mqtt import client_options
@@ -443,6 +467,7 @@ async def serve(cfg: Config) -> int:
     # measured at 89 ms, a stall no musician should hear. Frozen, the collector never scans them.
     gc.freeze()
     session = Session(cfg, api, loop, stream)
+    session.stats_file = stats_file
     for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, session.stop.set)
     try:
@@ -473,8 +498,9 @@ def single_thread() -> None:
 GIL_SWITCH_S = 0.0005
 
 
-def run(cfg: Config) -> int:
+def run(cfg: Config, stats_file: str | None = None) -> int:
+    """Serve until stopped; `stats_file`: where the exit figures go as JSON (`ripieno run --stats-file`)."""
     single_thread()
     sys.setswitchinterval(GIL_SWITCH_S)
-    return asyncio.run(serve(cfg))
+    return asyncio.run(serve(cfg, stats_file))
 

@@ -6,6 +6,7 @@ checkpoint, so what it plays is noise, but when and how much it plays is the eng
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import time
@@ -173,3 +174,19 @@ def test_the_first_thing_a_synth_hears_at_start_is_all_notes_off(jack, daemon, m
         assert d.stop(signal.SIGTERM) == 0
     finally:
         syn.close()
+
+
+def test_run_writes_its_exit_figures_as_json_when_asked(jack, daemon, keyboard, synth, model, tmp_path):
+    """`ripieno run --stats-file PATH`: the structured channel a benchmark reads (not a log line)."""
+    path = tmp_path / "stats.json"
+    d = daemon(config(model), args=["--stats-file", str(path)])
+    jack.wait_for_port("ripieno:in", timeout=60)
+    d.wait_log("ripieno is up")
+    jack.connect(keyboard.port, "ripieno:in")
+    jack.connect("ripieno:out", synth.port)
+    keyboard.phrase([60, 62, 64, 65], step=0.2, dur=0.15)
+    wait_until(synth.note_ons, 5, what="an answer")
+    assert d.stop(signal.SIGTERM) == 0
+    stats = json.loads(path.read_text())
+    assert stats["notes_in"] == 4 and stats["notes_out"] >= 1 and stats["lateness_us"]["n"] >= 1, stats
+    assert {"input_us", "input_dropped"} <= set(stats)
