@@ -294,8 +294,17 @@ class Controller:
         return None  # reset, panic: any (short) payload presses the button
 
     async def apply(self, name: str, payload: bytes) -> State:
-        """Validate, apply and notify; a refused command raises CommandError and changes nothing."""
+        """Validate, apply and notify; a refused command raises CommandError and changes nothing.
+        Only a model load awaits anything; every other command is `apply_now`."""
+        if name == "model":
+            return await self._load_model(str(self.validate(name, payload)))
+        return self.apply_now(name, payload)
+
+    def apply_now(self, name: str, payload: bytes) -> State:
+        """Any command but a model load, at once (a setting, reset, panic): nothing here waits."""
         value = self.validate(name, payload)
+        if name == "model":
+            raise CommandError("a model load takes time: it goes through apply, not apply_now")
         if name == "reset":
             self.actions.reset()
             log.info("command: reset")
@@ -304,8 +313,6 @@ class Controller:
             self.actions.panic()
             log.info("command: panic")
             return self.state
-        if name == "model":
-            return await self._load_model(str(value))
         # knobs send a stream of values: continuous settings log at debug, discrete ones at info
         (log.debug if name in ("temperature", "silence_s", "variation") else log.info)("command: %s = %r", name, value)
         return self._commit({name: value})

@@ -215,7 +215,13 @@ class Session:
             if not self._cc_limiter.allow(now):
                 break
             del self._cc_pending[name]
-            self._spawn(self._command(name, payload))
+            if name == "model":
+                self._spawn(self._command(name, payload))
+            else:  # a setting: applied now, no task (only a model load waits for anything)
+                try:
+                    self.controller.apply_now(name, payload)
+                except CommandError as exc:
+                    log.warning("MIDI CC command %s refused: %s", name, exc.reason)
         if self._cc_pending and self._cc_timer is None:
             self._cc_timer = self.loop.call_later(1.0 / COMMAND_RATE, self._cc_tick)
 

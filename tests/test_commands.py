@@ -330,3 +330,13 @@ def test_non_ascii_digits_are_not_numbers(text):
     """Issue #15: Python's float() reads Arabic-Indic and full-width digits; a temperature of "١" was 1.0."""
     with pytest.raises(CommandError, match="is not a number"):
         parse_number(text, 0.0, 2.0)
+
+
+def test_setting_commands_are_synchronous_only_a_model_load_awaits():
+    """Issue #14: every command was a coroutine; now a setting, reset or panic applies at once."""
+    c, actions = make()
+    state = c.apply_now("temperature", b"1.5")
+    assert state.temperature == 1.5 and actions.states[-1].temperature == 1.5
+    assert c.apply_now("panic", b"") == state and actions.calls[-1] == "panic"
+    with pytest.raises(CommandError, match="apply, not apply_now"):
+        c.apply_now("model", b"default")
