@@ -96,11 +96,9 @@ def save(
     from safetensors.numpy import save_file
 
     path = Path(path)
-    want = expected_shapes(config)
-    got = {k: tuple(np.shape(v)) for k, v in weights.items()}
-    if got != want:
-        bad = sorted(set(got) ^ set(want)) or sorted(k for k in want if got[k] != want[k])
-        raise CheckpointError(f"checkpoint {path}: weights do not fit the config ({', '.join(bad[:3])})")
+    # the very check a load makes: what is written is what will load
+    _check_shapes(config, {WEIGHTS + k: tuple(np.shape(v)) for k, v in weights.items()}
+                  | {TABLES + k: tuple(np.shape(v)) for k, v in (tables or {}).items()}, f"checkpoint {path}")
     header = {"format_version": FORMAT_VERSION, "encoding_version": config.encoding.version, "config": config.to_dict(), "meta": meta or {}}
     try:
         text = json.dumps(header, sort_keys=True, allow_nan=False)
@@ -126,8 +124,8 @@ def _sniff(path: Path, where: str) -> None:
         raise CheckpointError(
             f"{where}: a format-1 checkpoint (a torch .pt file); convert it once with `ripieno-train convert {path} {path.with_suffix(SUFFIX)}`"
         )
-    if len(head) == 8 and struct.unpack("<Q", head)[0] > MAX_HEADER_BYTES:  # also: most garbage, any pickle
-        n = struct.unpack("<Q", head)[0]
+    n = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
+    if n > MAX_HEADER_BYTES:  # also: most garbage, any pickle
         raise CheckpointError(f"{where}: not a ripieno checkpoint (read as safetensors its header would be {n:,} bytes; a checkpoint's is a few KB)")
 
 
