@@ -466,17 +466,20 @@ class Engine:
         p = self.player
         if not p.held or p.last_event is None:
             return None
-        flooded = self.flood_at is not None and p.last_event - self.flood_at <= FLOOD_MEMORY_S
-        if flooded:
+        if self._after_flood():
             return p.last_event + self.silence_s
         return min(p.keys.values()) + HELD_MAX_S
+
+    def _after_flood(self) -> bool:
+        """The player's last key event came soon after a smash (whose tail may still trickle in)."""
+        last = self.player.last_event
+        return self.flood_at is not None and last is not None and last - self.flood_at <= FLOOD_MEMORY_S
 
     def _expire_stale(self, now: float) -> None:
         t = self._stale_at()
         if t is None or now < t:
             return
-        flooded = self.flood_at is not None and self.player.last_event is not None and self.player.last_event - self.flood_at <= FLOOD_MEMORY_S
-        if flooded:
+        if self._after_flood():
             log.debug("%d held keys without note-off after a flood: counted as released", self.player.held)
             self.player.release_all()
             self.held.clear()
