@@ -178,8 +178,9 @@ async def bench(flood: int, seconds: float) -> dict[str, object]:
             broker.stop()
 
 
-def tools_present() -> bool:
-    return all(shutil.which(exe) or Path(f"/usr/sbin/{exe}").exists() for exe in ("mosquitto", "mosquitto_pub"))
+def missing_tools() -> list[str]:
+    """The broker and client programs this bench needs that are not installed."""
+    return [exe for exe in ("mosquitto", "mosquitto_pub") if not shutil.which(exe) and not Path(f"/usr/sbin/{exe}").exists()]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -188,10 +189,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=3.0, help="length of each probe phase")
     p.add_argument("--json", action="store_true", help="only the JSON line")
     args = p.parse_args(argv)
-    for exe in ("mosquitto", "mosquitto_pub"):
-        if not shutil.which(exe) and not Path(f"/usr/sbin/{exe}").exists():
-            print(f"bench_mqtt: {exe} not found (install mosquitto and mosquitto-clients)", file=sys.stderr)
-            return 2
+    missing = missing_tools()
+    if missing:
+        print(f"bench_mqtt: {', '.join(missing)} not found (install mosquitto and mosquitto-clients)", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.ERROR)
     result = asyncio.run(bench(args.flood, args.seconds))
     if not args.json:

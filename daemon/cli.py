@@ -159,8 +159,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
         from . import bench_mqtt
 
-        if not bench_mqtt.tools_present():
-            raise UsageError("bench mqtt needs mosquitto and mosquitto_pub (make install installs them)")
+        missing = bench_mqtt.missing_tools()
+        if missing:
+            raise UsageError(f"bench mqtt needs {', '.join(missing)} (make install installs mosquitto and mosquitto-clients)")
         result = asyncio.run(bench_mqtt.bench(args.flood, args.seconds))
     elif args.what == "startup":
         from . import bench_startup
