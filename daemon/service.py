@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import os
 import logging
 import sys
 import threading
@@ -118,7 +119,6 @@ class Session:
                              tempo=self.tempo)
         self._wake: asyncio.TimerHandle | None = None
         self._in_dropped = 0
-        self._tasks: set[asyncio.Task] = set()
         # Keyboard controllers mapped to commands: the same rate as MQTT commands; the latest value
         # of each waits for the next token (a knob turned fast lands where it stopped), a value
         # that changes nothing is not applied at all (a mode pedal rocked 5,000 times is no burst).
@@ -215,13 +215,10 @@ class Session:
             if not self._cc_limiter.allow(now):
                 break
             del self._cc_pending[name]
-            if name == "model":
-                self._spawn(self._command(name, payload))
-            else:  # a setting: applied now, no task (only a model load waits for anything)
-                try:
-                    self.controller.apply_now(name, payload)
-                except CommandError as exc:
-                    log.warning("MIDI CC command %s refused: %s", name, exc.reason)
+            try:  # controllers map to settings only (cc_command), which apply at once: no task
+                self.controller.apply_now(name, payload)
+            except CommandError as exc:
+                log.warning("MIDI CC command %s refused: %s", name, exc.reason)
         if self._cc_pending and self._cc_timer is None:
             self._cc_timer = self.loop.call_later(1.0 / COMMAND_RATE, self._cc_tick)
 
@@ -235,18 +232,7 @@ class Session:
             value = self.controller.validate(name, payload)
         except CommandError:
             return False  # refused later, with its reason in the log
-        return hasattr(self.controller.state, name) and name != "model" and getattr(self.controller.state, name) == value
-
-    async def _command(self, name: str, payload: bytes) -> None:
-        try:
-            await self.controller.apply(name, payload)
-        except CommandError as exc:
-            log.warning("MIDI CC command %s refused: %s", name, exc.reason)
-
-    def _spawn(self, coro: Any) -> None:
-        task = self.loop.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        return hasattr(self.controller.state, name) and getattr(self.controller.state, name) == value
 
     def _arm(self) -> None:
         """Wake the engine when it asked to be woken (one timer, re-armed after every change)."""
@@ -382,9 +368,9 @@ class Session:
             mqtt = [t for t in tasks if t.get_name() == "mqtt" and not t.done()]
             if mqtt:  # let it publish "offline" (bounded: the 2 s exit promise)
                 await asyncio.wait(mqtt, timeout=MQTT_GOODBYE_S)
-            for t in [stopper, *tasks, *self._tasks]:
+            for t in [stopper, *tasks]:
                 t.cancel()
-            await asyncio.gather(stopper, *tasks, *self._tasks, return_exceptions=True)
+            await asyncio.gather(stopper, *tasks, return_exceptions=True)
         if isinstance(self.failure, ConfigError):  # e.g. an unreadable MQTT password file: exit 2, one line
             raise self.failure
         return 1 if self.failure is not None else 0
@@ -430,8 +416,6 @@ class Session:
 def write_stats(path: str, stats: dict[str, Any]) -> None:
     """The exit figures as one JSON file, written whole (temp file, then rename): what a benchmark
     reads, instead of scraping a log line. A path that cannot be written is a warning, not a failure."""
-    import os
-
     tmp = f"{path}.tmp"
     try:
         with open(tmp, "w") as f:
