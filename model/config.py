@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
-from .encoding import N_PITCH, N_ROLE, Encoding
+from .encoding import N_PITCH, N_ROLE, Encoding, unknown_keys
 from .online import OnlineConfig
 
 HEADS = ("step", "duration", "velocity")
@@ -61,10 +61,9 @@ class ModelConfig:
     def from_dict(cls, d: dict) -> ModelConfig:
         if not isinstance(d, dict):
             raise ValueError(f"model config must be a table, not {type(d).__name__}")
-        known = {f.name for f in fields(cls)}
-        extra = set(d) - known
+        extra = unknown_keys(cls, d)
         if extra:
-            raise ValueError(f"unknown model config key(s): {', '.join(sorted(map(str, extra)))}")
+            raise ValueError(f"unknown model config key(s): {extra}")
         d = dict(d)
         if "encoding" in d:
             d["encoding"] = Encoding.from_dict(d["encoding"])

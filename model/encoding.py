@@ -61,6 +61,13 @@ class EncodingError(ValueError):
     """An encoding description that cannot be used (e.g. from a foreign checkpoint)."""
 
 
+def unknown_keys(cls: type, d: dict) -> str:
+    """The keys of d that are no field of dataclass cls, sorted and joined ("" when none): what a
+    checkpoint's config tables are checked with before they become dataclasses."""
+    known = {f.name for f in fields(cls)}
+    return ", ".join(sorted(str(k) for k in set(d) - known))
+
+
 def _edges() -> list[float]:
     """Bin boundaries in beats: midway between neighbouring values (step 0 below half a twelfth)."""
     v = [x / GRID for x in BEAT_VALUES]
@@ -152,10 +159,9 @@ class Encoding:
                 f"encoding version {d.get('version')} (time in seconds) is not read by this ripieno (encoding {ENCODING_VERSION}, "
                 "time in beats): retrain the model with `ripieno-train fit`"
             )
-        known = {f.name for f in fields(cls)}
-        extra = set(d) - known
+        extra = unknown_keys(cls, d)
         if extra:
-            raise EncodingError(f"unknown encoding key(s): {', '.join(sorted(extra))}")
+            raise EncodingError(f"unknown encoding key(s): {extra}")
         d = dict(d)
         if "features" in d:
             d["features"] = tuple(d["features"])

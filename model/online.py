@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from .encoding import unknown_keys
 from .ngram import OnlineSequenceModel, WittenBell
 
 FLOOR = 1e-12  # a likelihood is never taken as exactly 0, so no weight dies for good
@@ -81,10 +82,9 @@ class OnlineConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> OnlineConfig:
-        known = {f.name for f in fields(cls)}
-        extra = set(d) - known
+        extra = unknown_keys(cls, d)
         if extra:
-            raise ValueError(f"unknown online config key(s): {', '.join(sorted(extra))}")
+            raise ValueError(f"unknown online config key(s): {extra}")
         return cls(**d)
 
 
