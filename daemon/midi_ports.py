@@ -6,8 +6,11 @@ timestamps, drops what ripieno ignores (MIDI clock too, unless the input was ope
 side puts it into a bounded queue and counts what overflows.
 
 Hot-plug: a port given as a name substring is re-checked by `poll()` (the watcher calls it at
-least every second; ALSA gives no callback). When the peer disappears the port reports LOST;
-when a matching peer is back it is reopened and reports FOUND. A peer that is not there yet at
+least every WATCH_S; ALSA gives no callback). When the peer disappears the port reports LOST;
+when a matching peer is back it is reopened and reports FOUND. Under JACK the input is ripieno's
+own client (`jack_midi.JackMidiIn`, not rtmidi's), whose graph notifications wake the watcher at
+once, and `poll()` also checks the wiring itself: a peer replugged faster than any poll has its
+name back but not our connection, which is then made again (LOST, then FOUND). A peer that is not there yet at
 start is the same case (`open_or_wait`, `open_pair(wait=True)`): a keyboard switched on after the
 box is connected when it appears, like a replug; while none matches, the log says so once and
 then every WAIT_LOG_S. Two python-rtmidi traps are handled here: `close_port()` cancels the
@@ -27,6 +30,7 @@ import rtmidi
 
 from . import ports
 from .clock import CLOCK_STATUS
+from .jack_midi import JackMidiIn
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +38,8 @@ QUEUE_SIZE = 2048  # about a second of a 1,500 notes/s smash (note-on + note-off
 STALL_S = 0.5  # a JACK graph request (alias, connect) this slow means the graph stopped: see open_pair
 OPEN_ATTEMPTS = 3
 WAIT_LOG_S = 30.0  # while no port matches a wanted name, the log repeats which ones exist this often
+SETTLE_S = 0.01  # after a JACK graph notification, wait this long so that a burst of them is one look
+CLOSE_SETTLE_S = 0.01  # between closing an rtmidi JACK port and deleting its client (see _Port.close)
 
 
 class Change(enum.Enum):
@@ -44,11 +50,9 @@ class Change(enum.Enum):
 def ignored(msg: list[int]) -> bool:
     """Messages ripieno never looks at: empty, system real-time (clock, active sensing...), sysex.
 
-    Trap (measured): rtmidi's JACK input treats an event that starts with F0 and does not end
-    with F7 as the start of a split sysex and appends every later event to it until an F7
-    arrives; with rtmidi's own sysex filter on, those swallowed notes are lost for good. So
-    rtmidi passes sysex to us, and a "sysex" with status bytes inside (notes swallowed that
-    way) still goes to the listener, whose decoder recovers them. A clean sysex is dropped here.
+A "sysex" with status bytes inside still goes to the listener, whose decoder ends the sysex at
+    the first status byte and hears what follows (a keyboard's broken sysex, or a back-end that
+    glued later events onto it: rtmidi's JACK input did, see jack_midi). A clean one is dropped.
     """
     if not msg:
         return True
@@ -76,10 +80,14 @@ class _Port:
         self.wanted = wanted
         self.virtual = wanted == ports.VIRTUAL
         client = ports.jack_client_name(self.kind) if api == "jack" else ports.CLIENT_NAME
-        cls = rtmidi.MidiIn if self.kind == "in" else rtmidi.MidiOut
         t0 = time.monotonic()
+        self.midi: rtmidi.MidiIn | rtmidi.MidiOut | JackMidiIn
         try:
-            self.midi = cls(ports.rtmidi_api(api), name=client)
+            if api == "jack" and self.kind == "in":
+                self.midi = JackMidiIn(client)
+            else:
+                cls = rtmidi.MidiIn if self.kind == "in" else rtmidi.MidiOut
+                self.midi = cls(ports.rtmidi_api(api), name=client)
         except (rtmidi.SystemError, rtmidi.RtMidiError) as exc:
             raise ports.MidiSystemError(f"cannot open the {api} MIDI client: {exc}") from None
         log.debug("%s client %s up in %.0f ms", api, client, (time.monotonic() - t0) * 1e3)
@@ -89,6 +97,10 @@ class _Port:
         self.connections = 0  # successful opens: a FOUND with 1 is a first connection (absent at start), not a replug
         self._next_wait_log: float | None = None  # while waiting for a peer: when to say so again
         self._closed = False
+        # Under JACK: the client that can read the graph (the pair's input) and an event it sets
+        # whenever the graph changed, so the watcher looks at once instead of at its next poll.
+        self.graph: JackMidiIn | None = None
+        self.changed = asyncio.Event()
 
     @property
     def label(self) -> str:
@@ -157,9 +169,12 @@ class _Port:
         now = time.monotonic() if now is None else now
         names = self.midi.get_ports()
         if self.peer is not None:
-            if self.peer in names:
+            if self.peer in names and self._wired():
                 return None
-            log.warning("%s port %s disappeared; waiting for a port matching %r", self.label, self.peer, self.wanted)
+            if self.peer in names:
+                log.warning("%s port %s is no longer connected to ripieno (replugged?); connecting again", self.label, self.peer)
+            else:
+                log.warning("%s port %s disappeared; waiting for a port matching %r", self.label, self.peer, self.wanted)
             self.midi.close_port()
             self.peer = None
             self._next_wait_log = now + WAIT_LOG_S
@@ -170,6 +185,16 @@ class _Port:
                 self._next_wait_log = now + WAIT_LOG_S
             return None
         return Change.FOUND if self.open() else None
+
+    def _wired(self) -> bool:
+        """Is our connection to the peer still in the JACK graph? A port that vanished and came back
+        between two polls (a fast replug) has its name back, but JACK dropped the connection."""
+        graph = self.graph
+        if graph is None or self.peer is None or graph.server_gone:
+            return True  # ALSA (no graph to read), or a dead server (the session reopens everything)
+        if self.kind == "in":
+            return self.peer in graph.connections()
+        return any(p.startswith(f"{self.client}:") for p in graph.connections(self.peer))
 
     @property
     def connected(self) -> bool:
@@ -183,6 +208,11 @@ class _Port:
         self._closed = True
         try:
             self.midi.close_port()
+            if self.api == "jack" and not isinstance(self.midi, JackMidiIn):
+                # RtMidi 5's JACK destructor frees its ring buffer while the process callback may
+                # still be reading it (a test peer crashed so in the fast-replug tests); once
+                # the port is closed the callback returns at once, so let a period pass first.
+                time.sleep(CLOSE_SETTLE_S)
         finally:
             self.midi.delete()
             self.peer = None
@@ -206,6 +236,16 @@ class MidiInput(_Port):
         # so a keyboard's own clock never floods the loop. Active sensing is always dropped.
         self.clock = clock
         self.midi.ignore_types(sysex=False, timing=not clock, active_sense=True)
+        if isinstance(self.midi, JackMidiIn):
+            self.graph = self.midi
+            self.midi.on_graph_change = self._graph_changed
+
+    def _graph_changed(self) -> None:
+        """JACK's notification thread: a port came or went, a connection changed. Hand over only."""
+        try:
+            self.loop.call_soon_threadsafe(self.changed.set)
+        except RuntimeError:  # the loop is closing
+            pass
 
     def _opened(self) -> None:
         super()._opened()
@@ -286,6 +326,7 @@ def open_pair(api: str, input_wanted: str, output_wanted: str, loop: asyncio.Abs
             if midi_out is not None:
                 midi_out.close()
             raise
+        midi_out.graph, midi_out.changed = midi_in.graph, midi_in.changed  # the input's client reads the graph for both
         if not (midi_in.stalled or midi_out.stalled) or attempt == OPEN_ATTEMPTS:
             return midi_in, midi_out
         log.warning("the JACK graph stalled while ripieno's ports opened (a known jackd hiccup on busy machines); reopening (%d of %d)",
@@ -295,16 +336,38 @@ def open_pair(api: str, input_wanted: str, output_wanted: str, loop: asyncio.Abs
     raise AssertionError("unreachable")
 
 
+async def _nap(ports_: list[_Port], interval: float) -> None:
+    """Sleep until the JACK graph changed (then SETTLE_S more, so a burst of notifications is one
+    look) or `interval` passed."""
+    events = list({id(p.changed): p.changed for p in ports_}.values())
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        done, _ = await asyncio.wait(waiters, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
+        if done:
+            await asyncio.sleep(SETTLE_S)
+    finally:
+        for w in waiters:
+            w.cancel()
+        for e in events:
+            e.clear()
+
+
 async def watch(ports_: Callable[[], list[_Port]], on_change: Callable[[_Port, Change], None], interval: float = 0.5) -> None:
-    """Poll every port's peer forever (the caller cancels); at most `interval` s between checks.
-    `ports_` gives the ports now (the session reopens them after a JACK server restart)."""
+    """Check every port's peer forever (the caller cancels): at once when the JACK graph changed,
+    and at most `interval` s apart anyway. `ports_` gives the ports now (the session reopens them
+    after a JACK server restart). A port that lost its peer is looked at again at once: a peer
+    that is already back (a fast replug) is FOUND in the same round."""
     while True:
-        await asyncio.sleep(interval)
+        await _nap(ports_(), interval)
         for p in ports_():
-            try:
-                change = p.poll()
-            except (rtmidi.RtMidiError, rtmidi.SystemError) as exc:
-                log.warning("checking %s port: %s", p.label, exc)
-                continue
-            if change is not None:
+            for _ in range(2):
+                try:
+                    change = p.poll()
+                except (rtmidi.RtMidiError, rtmidi.SystemError, ports.MidiSystemError) as exc:
+                    log.warning("checking %s port: %s", p.label, exc)
+                    break
+                if change is None:
+                    break
                 on_change(p, change)
+                if change is not Change.LOST:
+                    break

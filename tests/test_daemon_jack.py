@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import random
 import signal
+import subprocess
 import time
 
 import pytest
@@ -90,6 +91,52 @@ def test_unplug_and_replug_keyboard_and_synth(jack, daemon, model):
         syn.close()
 
 
+def connected(jack, src: str, dst: str) -> bool:
+    """Is src wired to dst in the JACK graph (`jack_lsp -c`: each port, then its connections indented)?"""
+    out = subprocess.run(["jack_lsp", "-c"], env=jack.env(), capture_output=True, text=True, timeout=10).stdout
+    port = None
+    for line in out.splitlines():
+        if not line.startswith((" ", "\t")):
+            port = line.strip()
+        elif port == src and line.strip() == dst:
+            return True
+    return False
+
+
+@pytest.mark.parametrize("gap", [0.05, 0.2])
+def test_replugs_faster_than_any_poll_are_rewired_every_time(jack, daemon, model, gap):
+    """A keyboard and a synth that vanish and come back within `gap` s, 20 times: each time JACK
+    drops ripieno's connection while the name is back before a poll could miss it. Every replug
+    is wired again, and the phrase after the last one is answered."""
+    kbd, syn = Keyboard("flapkbd"), Synth("flapsynth")
+    try:
+        d = daemon(config(model, input="flapkbd", output="flapsynth", silence_s=0.3))
+        d.wait_log("ripieno is up", timeout=60)
+        for _ in range(20):
+            kbd.close()
+            syn.close()
+            time.sleep(gap)
+            kbd, syn = Keyboard("flapkbd"), Synth("flapsynth")
+            time.sleep(0.02)
+        wait_until(lambda: connected(jack, "flapkbd:out", "ripieno:in") and connected(jack, "ripieno-out:out", "flapsynth:in"),
+                   2, what="both connections back after the last replug")
+        kbd.phrase([60, 64, 67], step=0.15, dur=0.1)
+        wait_until(syn.note_ons, 5, what="an answer after 20 fast replugs")
+        assert d.stop() == 0
+        assert syn.sounding() == set()
+    finally:
+        kbd.close()
+        syn.close()
+
+
+def test_a_sysex_without_its_f7_ends_at_the_next_status_byte_and_the_notes_after_it_are_heard(jack, daemon, keyboard, synth, model):
+    d = start_wired(daemon, jack, keyboard, synth, config(model, silence_s=0.3))
+    keyboard.send([0xF0, 0x7D, 1, 2])  # no F7, ever
+    keyboard.phrase([60, 62, 64, 65], step=0.2, dur=0.15)
+    wait_until(synth.note_ons, 5, what="an answer to the notes after a broken sysex")
+    assert d.stop() == 0
+
+
 def test_garbage_and_a_smash_neither_crash_nor_flood_and_the_next_phrase_is_answered(jack, daemon, keyboard, synth, model):
     # Garbage may legitimately hit the controllers mapped to commands (glued into one running-status
     # blob, data bytes become CC20/CC21): unmap them, this test is about robustness, not steering.
@@ -103,7 +150,7 @@ def test_garbage_and_a_smash_neither_crash_nor_flood_and_the_next_phrase_is_answ
         keyboard.send([0xF8])
     for _ in range(200):
         keyboard.send([rng.randrange(128), rng.randrange(128)])  # orphan data bytes
-    keyboard.send([0xF0, 1, 2])  # a broken sysex: rtmidi glues the next events onto it until an F7
+    keyboard.send([0xF0, 1, 2])  # a broken sysex: the next status byte ends it
     keyboard.send([0x90, 70, 100])
     keyboard.send([0x80, 70, 0])
     keyboard.send([0xF0, 3, 0xF7])

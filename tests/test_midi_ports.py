@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from peers import Synth, wait_until
+from peers import Keyboard, Synth, wait_until
 from ripieno.daemon import midi_ports
 
 
@@ -120,3 +120,30 @@ async def test_a_named_keyboard_absent_at_start_is_waited_for_and_connected_when
             kbd.close()
         midi_in.close()
         midi_out.close()
+
+
+async def test_a_graph_change_wakes_the_watcher_and_a_replug_between_polls_is_rewired(jack):
+    """The keyboard goes and comes back at once; the watcher polls only every minute here, so only
+    JACK's notifications can wake it, and only the wiring check can tell that the name that is
+    back has lost its connection: LOST, then FOUND, connected again within a second."""
+    loop = asyncio.get_running_loop()
+    kbd = Keyboard("wakekbd")
+    midi_in = midi_ports.MidiInput("jack", "wakekbd", loop)
+    changes: list[midi_ports.Change] = []
+    task = None
+    try:
+        midi_in.open_or_fail()
+        task = loop.create_task(midi_ports.watch(lambda: [midi_in], lambda _p, c: changes.append(c), interval=60.0))
+        await asyncio.sleep(0.1)
+        kbd.close()
+        kbd = Keyboard("wakekbd")
+        t0 = loop.time()
+        while changes[-1:] != [midi_ports.Change.FOUND] and loop.time() - t0 < 1.0:
+            await asyncio.sleep(0.01)
+        assert changes and changes[0] is midi_ports.Change.LOST and changes[-1] is midi_ports.Change.FOUND, changes
+        assert "wakekbd:out" in midi_in.midi.connections()
+    finally:
+        if task is not None:
+            task.cancel()
+        midi_in.close()
+        kbd.close()
