@@ -142,14 +142,19 @@ class WittenBell:
             raise ValueError(f"symbol {symbol!r} outside 0..{self.n_symbols - 1}")
         return s
 
-    def update(self, context: Sequence[int], symbol: int) -> None:
-        """Count `symbol` after the empty context and after each suffix of `context` up to max_order."""
+    def update(self, context: Sequence[int], symbol: int, chain: list[_Node] | None = None) -> None:
+        """Count `symbol` after the empty context and after each suffix of `context` up to max_order.
+
+        chain: `_chain(context)` as a caller that has just predicted from this context walked it
+        (the online models' blend, then their update: one walk of the trie, not two)."""
         s = self._check(symbol)
         n = self.n_symbols
-        node = self._root
-        node.add(s, n)
+        if chain is None:
+            chain = [self._root]
+        for node in chain:
+            node.add(s, n)
         k = len(context)
-        for i in range(1, min(self.max_order, k) + 1):
+        for i in range(len(chain), min(self.max_order, k) + 1):
             key = int(context[k - i])
             child = node.get(key)
             if child is None:
@@ -241,7 +246,7 @@ class WittenBell:
         return p
 
     def blend(self, context: Sequence[int], base: np.ndarray, a: Sequence[float], b: Sequence[float],
-              offset: int = 0, out: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+              offset: int = 0, out: np.ndarray | None = None, chain: list[_Node] | None = None) -> tuple[np.ndarray, float]:
         """P(. | context) smoothed down to `base` instead of the uniform, and the share of base in it.
 
         The same recursion as `probs` with two changes: the bottom (below order 0) is `base`
@@ -253,6 +258,7 @@ class WittenBell:
         `base` may cover only the symbols offset .. offset + len(base) - 1: the result is then that
         window of the distribution (the mass outside it is left out, so it may sum to less than 1).
         `out` (len(base)) receives it, so a caller on the hot path allocates nothing for it.
+        `chain`: `_chain(context)`, when the caller walked it already.
         """
         m = len(base)
         hi = offset + m
@@ -260,7 +266,8 @@ class WittenBell:
         val: list[float] = []
         dense: list[tuple[np.ndarray, float]] = []
         w = 1.0
-        chain = self._chain(context)
+        if chain is None:
+            chain = self._chain(context)
         for k in range(len(chain) - 1, -1, -1):
             node = chain[k]
             total = node.total
@@ -334,6 +341,10 @@ class OnlineSequenceModel:
         self.memory = memory
         self._shadow: WittenBell | None = None
         self._history: list[int] = []
+        # A learner's walk of its trie for the current history, kept from blend to the update that
+        # follows it: (the table it belongs to, its nodes). Only a learner keeps one: a frozen fork
+        # shares a table that its parent may still grow, so its walk could go stale.
+        self._walk: tuple[WittenBell, list[_Node]] | None = None
 
     @property
     def max_order(self) -> int:
@@ -354,13 +365,15 @@ class OnlineSequenceModel:
     def observe(self, symbol: int) -> None:
         """Learn `symbol` as the continuation of the history (if learning), then append it to the history."""
         if self.learn:
-            self.model.update(self._history, symbol)
+            walk = self._walk
+            self.model.update(self._history, symbol, walk[1] if walk is not None and walk[0] is self.model else None)
             if self._shadow is not None:
                 self._shadow.update(self._history, symbol)
             if self.memory is not None:
                 self._rotate()
         elif not 0 <= int(symbol) < self.n_symbols:
             raise ValueError(f"symbol {symbol!r} outside 0..{self.n_symbols - 1}")
+        self._walk = None
         self._history.append(int(symbol))
         if len(self._history) > self.max_order:
             del self._history[0]
@@ -382,7 +395,13 @@ class OnlineSequenceModel:
     def blend(self, base: np.ndarray, a: Sequence[float], b: Sequence[float], offset: int = 0,
               out: np.ndarray | None = None) -> tuple[np.ndarray, float]:
         """`WittenBell.blend` after the history: the piece's model smoothed down to `base`."""
-        return self.model.blend(self._history, base, a, b, offset, out)
+        chain = None
+        if self.learn:
+            walk = self._walk
+            if walk is None or walk[0] is not self.model:
+                walk = self._walk = (self.model, self.model._chain(self._history))
+            chain = walk[1]
+        return self.model.blend(self._history, base, a, b, offset, out, chain)
 
     def level_stats(self, symbol: int, out: np.ndarray) -> np.ndarray:
         return self.model.level_stats(self._history, symbol, out)
@@ -392,6 +411,7 @@ class OnlineSequenceModel:
         self.model = WittenBell(self.max_order, self.n_symbols)
         self._shadow = None
         self._history = []
+        self._walk = None
 
     def fork(self, learn: bool = True) -> OnlineSequenceModel:
         """A copy whose observations never touch this one.
@@ -404,4 +424,5 @@ class OnlineSequenceModel:
         twin = copy.copy(self)
         twin.learn = False
         twin._history = list(self._history)
+        twin._walk = None
         return twin

@@ -163,3 +163,31 @@ def test_bounded_memory_forgets_old_notes_without_growing():
     for j in range(len(seq) - k, len(seq)):
         ref.update(seq[max(0, j - 4) : j], seq[j])
     assert np.allclose(bounded.probs(), ref.probs(seq[-4:]))
+
+
+def test_a_learner_that_predicts_before_each_note_counts_exactly_what_a_plain_fit_counts():
+    """The online model reuses its prediction's walk of the trie for the update that follows. That
+    walk must never go stale: the same counts as a plain fit, and a frozen fork taken mid-piece
+    (which shares the table its parent keeps growing) predicts what a fresh walk predicts."""
+    rng = np.random.default_rng(3)
+    seq = [int(x) for x in rng.integers(50, 62, 400)] + [60, 62, 64, 65, 67] * 30
+    base = np.full(128, 1.0 / 128)
+    a, b = (1.0,) * 9, (0.0,) * 9
+    learner = OnlineSequenceModel(max_order=8, memory=150)
+    forks = []
+    for i, s in enumerate(seq):
+        learner.blend(base, a, b)
+        if i % 50 == 7:
+            forks.append(learner.fork(learn=False))
+        learner.observe(s)
+        for f in forks:
+            p, w = f.blend(base, a, b)
+            q, v = f.model.blend(list(f.history), base, a, b)
+            assert np.array_equal(p, q) and w == v
+    plain = OnlineSequenceModel(max_order=8, memory=150)
+    for s in seq:
+        plain.observe(s)
+    for got, want in ((learner.model, plain.model), (learner._shadow, plain._shadow)):
+        assert want is not None
+        for k, v in want.to_arrays().items():
+            assert np.array_equal(got.to_arrays()[k], v), k
