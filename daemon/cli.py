@@ -147,30 +147,30 @@ def _cmd_continue(args: argparse.Namespace) -> int:
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     if args.what == "step":
-        from . import bench_step
+        from ripieno.bench import step
 
-        result = bench_step.run(args.model)
+        result = step.run(args.model)
     elif args.what == "soak":
-        from . import bench_soak
+        from ripieno.bench import soak
 
-        result = bench_soak.run(args.model, events=args.events)
+        result = soak.run(args.model, events=args.events)
     elif args.what == "mqtt":
         import asyncio
 
-        from . import bench_mqtt
+        from ripieno.bench import mqtt
 
-        missing = bench_mqtt.missing_tools()
+        missing = mqtt.missing_tools()
         if missing:
             raise UsageError(f"bench mqtt needs {', '.join(missing)} (make install installs mosquitto and mosquitto-clients)")
-        result = asyncio.run(bench_mqtt.bench(args.flood, args.seconds))
+        result = asyncio.run(mqtt.bench(args.flood, args.seconds))
     elif args.what == "startup":
-        from . import bench_startup
+        from ripieno.bench import startup
 
-        result = bench_startup.run(args.model, runs=args.runs, server=args.jack_server)
+        result = startup.run(args.model, runs=args.runs, server=args.jack_server)
     else:
-        from . import bench_e2e
+        from ripieno.bench import e2e
 
-        result = bench_e2e.run(args.model, notes=args.notes, period=args.period, server=args.jack_server)
+        result = e2e.run(args.model, notes=args.notes, period=args.period, server=args.jack_server)
     if args.json:
         print(json.dumps(result))
     else:

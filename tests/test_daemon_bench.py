@@ -41,7 +41,7 @@ def test_bench_soak_prints_finite_blocks():
 
 
 def test_soak_ears_count_ghost_and_doubled_notes():
-    from ripieno.daemon.bench_soak import _Ears
+    from ripieno.bench.soak import _Ears
 
     ears = _Ears()
     ears.hear([(0.0, [0x90, 60, 80]), (0.01, [0x80, 60, 0])])  # a 10 ms note: a click

@@ -1,4 +1,4 @@
-"""bench_step: the numbers exist, are finite and the command's JSON has the contract's keys (no timing asserts)."""
+"""ripieno.bench.step: the numbers exist, are finite and the command's JSON has the contract's keys (no timing asserts)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from ripieno.daemon import bench_step
+from ripieno.bench import step as bench_step
 from ripieno.model.checkpoint import CheckpointError
 
 

@@ -219,7 +219,7 @@ async def test_discovery_configs_appear_and_are_resent_on_ha_birth(broker):
 
 @pytest.mark.parametrize("how", ["cli", "module"])
 def test_bench_mqtt_prints_its_json(how):
-    cmd = [str(Path(sys.executable).parent / "ripieno"), "bench", "mqtt"] if how == "cli" else [sys.executable, "-m", "ripieno.daemon.bench_mqtt"]
+    cmd = [str(Path(sys.executable).parent / "ripieno"), "bench", "mqtt"] if how == "cli" else [sys.executable, "-m", "ripieno.bench.mqtt"]
     r = subprocess.run([*cmd, "--flood", "300", "--seconds", "0.3", "--json"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout.strip().splitlines()[-1])

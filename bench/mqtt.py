@@ -6,7 +6,7 @@ woke, in three phases: MQTT idle, a command flood from another process (mosquitt
 broker gone (kill) and back. Also: how long after the broker restarts ripieno is `online` again.
 
     ripieno bench mqtt [--flood 5000] [--seconds 3] [--json]
-    (or python -m ripieno.daemon.bench_mqtt, the same)
+    (or python -m ripieno.bench.mqtt, the same)
 
 Needs `mosquitto` and `mosquitto_pub` on PATH; starts its own broker on a free loopback port.
 Prints one JSON object (last line).
@@ -29,9 +29,9 @@ from pathlib import Path
 
 import aiomqtt
 
-from .commands import Controller, State
-from .config import parse
-from .mqtt import run_mqtt
+from ripieno.daemon.commands import Controller, State
+from ripieno.daemon.config import parse
+from ripieno.daemon.mqtt import run_mqtt
 
 PROBE_S = 0.001
 log = logging.getLogger(__name__)
@@ -184,14 +184,14 @@ def missing_tools() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ripieno.daemon.bench_mqtt", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m ripieno.bench.mqtt", description=__doc__.splitlines()[0])
     p.add_argument("--flood", type=int, default=5000, help="commands the flooding client sends")
     p.add_argument("--seconds", type=float, default=3.0, help="length of each probe phase")
     p.add_argument("--json", action="store_true", help="only the JSON line")
     args = p.parse_args(argv)
     missing = missing_tools()
     if missing:
-        print(f"bench_mqtt: {', '.join(missing)} not found (install mosquitto and mosquitto-clients)", file=sys.stderr)
+        print(f"bench mqtt: {', '.join(missing)} not found (install mosquitto and mosquitto-clients)", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.ERROR)
     result = asyncio.run(bench(args.flood, args.seconds))

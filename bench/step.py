@@ -178,7 +178,7 @@ def run(model_spec: str = "default", events: int = 2000, seed: int = 0) -> dict:
     }
 
 
-if __name__ == "__main__":  # python -m ripieno.daemon.bench_step [model] [events]
+if __name__ == "__main__":  # python -m ripieno.bench.step [model] [events]
     import json
     import sys
 

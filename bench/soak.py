@@ -16,12 +16,12 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from ripieno.model.stream import Stream
-
-from . import bench_step
-from .config import Config
+from ripieno.daemon.config import Config
 from ripieno.model.play.keys import Event, KeyDown, KeyUp
 from ripieno.model.play.performance import Performance
+from ripieno.model.stream import Stream
+
+from . import step
 
 GHOST_S = 0.030  # a note shorter than this is a click, not a note (the eval's definition)
 
@@ -75,10 +75,10 @@ def _player(rng: np.random.Generator) -> Iterator[Event]:
 
 
 def run(model: str = "random:2x256", events: int = 1_000_000, seed: int = 0) -> dict:
-    from .service import single_thread
+    from ripieno.daemon.service import single_thread
 
     single_thread()
-    ck = bench_step.checkpoint_for(model)
+    ck = step.checkpoint_for(model)
     cfg = Config()
     cfg = dataclasses.replace(cfg, engine=dataclasses.replace(cfg.engine, mode="accompany", max_notes_per_s=24.0))
     stream = Stream(ck)

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .bench_e2e import private_jack, stop_process
+from .e2e import private_jack, stop_process
 
 READY = "ripieno is up"
 SETTLE_S = 0.5
