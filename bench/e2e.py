@@ -22,87 +22,16 @@ a keyboard and a synth client in this process, and `ripieno run` as a real subpr
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import shutil
-import signal
-import subprocess
-import sys
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import rtmidi
+from .peers import CLI, RATE, Daemon, JackServer, Keyboard, Synth, private_jack
 
 log = logging.getLogger(__name__)
-
-RATE = 48000
-
-
-class _Recorder:
-    """A JACK MIDI input recording (monotonic time, message); wait_for() blocks on a condition."""
-
-    def __init__(self, client: str) -> None:
-        self.cond = threading.Condition()
-        self.got: list[tuple[float, list[int]]] = []
-        self.midi = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name=client)
-        self.midi.open_virtual_port("in")
-        self.midi.set_callback(self._on)
-
-    def _on(self, event: tuple[list[int], float], _data: object) -> None:
-        t = time.monotonic()
-        with self.cond:
-            self.got.append((t, event[0]))
-            self.cond.notify_all()
-
-    def wait_for(self, pred, timeout: float) -> tuple[float, list[int]] | None:
-        """The first recorded message satisfying pred(t, msg), waiting at most timeout seconds."""
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while True:
-                for t, m in self.got:
-                    if pred(t, m):
-                        return t, m
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return None
-                self.cond.wait(left)
-
-    def close(self) -> None:
-        self.midi.cancel_callback()
-        self.midi.close_port()
-        self.midi.delete()
-
-
-def _keyboard(client: str) -> rtmidi.MidiOut:
-    k = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name=client)
-    k.open_virtual_port("out")
-    return k
-
-
-def _jack(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(list(args), env=env, capture_output=True, text=True, timeout=10)
-
-
-def _connect(env: dict[str, str], src: str, dst: str) -> None:
-    """jack_connect, retried until `jack_lsp -c` shows the connection (a fresh port may still be settling)."""
-    def linked() -> bool:
-        _jack(env, "jack_connect", src, dst)
-        return dst in _jack(env, "jack_lsp", "-c", src).stdout
-
-    _wait(linked, 5, f"a JACK connection {src} -> {dst}")
-
-
-def _wait(pred, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"bench: timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def _pct(xs: list[float], q: float) -> float | None:
@@ -112,63 +41,63 @@ def _pct(xs: list[float], q: float) -> float | None:
     return round(s[min(len(s) - 1, int(q * len(s)))], 1)
 
 
-def _paired(tap: _Recorder, syn: _Recorder, t0: float, timeout: float = 1.0) -> tuple[float, float] | None:
+def _is_off(m: list[int]) -> bool:
+    return m[0] & 0xF0 == 0x80 or (m[0] & 0xF0 == 0x90 and m[2] == 0)
+
+
+def _is_on(m: list[int]) -> bool:
+    return m[0] & 0xF0 == 0x90 and m[2] > 0
+
+
+def _paired(tap: Synth, syn: Synth, t0: float, timeout: float = 1.0) -> tuple[float, float] | None:
     """For the note sent at t0: (when the tap heard it, when the synth heard ripieno's first note-off)."""
-    heard = tap.wait_for(lambda t, m: t >= t0 and m[0] & 0xF0 == 0x90 and m[2] > 0, timeout)
-    off = syn.wait_for(lambda t, m: t >= t0 and (m[0] & 0xF0 == 0x80 or (m[0] & 0xF0 == 0x90 and m[2] == 0)), timeout)
+    heard = tap.wait_for(lambda r: r.t >= t0 and _is_on(r.msg), timeout)
+    off = syn.wait_for(lambda r: r.t >= t0 and _is_off(r.msg), timeout)
     if heard is None or off is None:
         return None
-    return heard[0], off[0]
+    return heard.t, off.t
 
 
-def _reactions(env: dict[str, str], model: str, n: int, workdir: Path) -> tuple[list[tuple[float, float, float]], dict, int]:
+def _reactions(jack: JackServer, model: str, n: int, workdir: Path) -> tuple[list[tuple[float, float, float]], dict, int]:
     """n interruptions; each is (t_send, t_tap, t_off) on this process's monotonic clock."""
-    cfg = workdir / "bench.toml"
-    cfg.write_text(f'[midi]\napi = "jack"\n[engine]\nmode = "call"\nmodel = "{model}"\nsilence_s = 0.1\nanswer_s = 20.0\nseed = 1\n')
-    logf = open(workdir / "ripieno.log", "wb")
     stats_file = workdir / "stats.json"
-    proc = subprocess.Popen([sys.executable, "-m", "ripieno.daemon.cli", "run", "--config", str(cfg), "--stats-file", str(stats_file)],
-                            env=env, stdout=logf, stderr=subprocess.STDOUT)
-    kbd, syn, tap = _keyboard("bench-kbd"), _Recorder("bench-synth"), _Recorder("bench-tap")
+    text = f'[midi]\napi = "jack"\n[engine]\nmode = "call"\nmodel = "{model}"\nsilence_s = 0.1\nanswer_s = 20.0\nseed = 1\n'
+    d = Daemon(text, workdir, jack.env(), ["--stats-file", str(stats_file)], entry=CLI, log_level=None)
+    kbd, syn, tap = Keyboard("bench-kbd"), Synth("bench-synth"), Synth("bench-tap")
     got: list[tuple[float, float, float]] = []
     missed = 0
     try:
-        log_path = workdir / "ripieno.log"
-        _wait(lambda: "ripieno is up" in log_path.read_text(errors="replace") or proc.poll() is not None, 60, "ripieno to come up")
-        if proc.poll() is not None:
-            raise RuntimeError(f"ripieno run exited with {proc.returncode}: {log_path.read_text(errors='replace')[-800:]}")
-        _connect(env, "bench-kbd:out", "ripieno:in")
-        _connect(env, "bench-kbd:out", "bench-tap:in")  # the floor, for the very same notes
-        _connect(env, "ripieno-out:out", "bench-synth:in")
+        d.wait_log("ripieno is up", 60, 0.02)
+        jack.link(kbd.port, "ripieno:in")
+        jack.link(kbd.port, tap.port)  # the floor, for the very same notes
+        jack.link("ripieno-out:out", syn.port)
         time.sleep(0.3)
         for i in range(n + missed):
             if missed > n:
                 break
             pitch = 48 + i % 24
             t_phrase = time.monotonic()
-            kbd.send_message([0x90, pitch, 90])
+            kbd.send([0x90, pitch, 90])
             time.sleep(0.03)
-            kbd.send_message([0x80, pitch, 0])
-            on = syn.wait_for(lambda t, m: t > t_phrase and m[0] & 0xF0 == 0x90 and m[2] > 0, 3.0)
+            kbd.send([0x80, pitch, 0])
+            on = syn.wait_for(lambda r: r.t > t_phrase and _is_on(r.msg), 3.0)
             if on is None:
                 missed += 1
                 continue
             time.sleep(0.002 + (i % 5) * 0.0017)  # interrupt at different points of the period
-            t0 = time.monotonic()
-            kbd.send_message([0x90, pitch, 90])
+            t0 = kbd.send([0x90, pitch, 90])
             pair = _paired(tap, syn, t0)
-            kbd.send_message([0x80, pitch, 0])
+            kbd.send([0x80, pitch, 0])
             if pair is None:  # the answer's note had already ended: nothing to switch off
                 missed += 1
             else:
                 got.append((t0, *pair))
             time.sleep(0.05)
     finally:
-        kbd.delete()
+        kbd.close()
         syn.close()
         tap.close()
-        stop_process(proc)
-        logf.close()
+        d.stop(strict=False)  # SIGTERM (ripieno closes its notes and ports), SIGKILL only after 10 s
     try:
         stats = json.loads(stats_file.read_text())  # the daemon's own figures, written at its exit
     except (OSError, ValueError):
@@ -176,43 +105,10 @@ def _reactions(env: dict[str, str], model: str, n: int, workdir: Path) -> tuple[
     return got, stats, missed
 
 
-def stop_process(proc: subprocess.Popen, grace: float = 10.0) -> None:
-    """SIGTERM (ripieno closes its notes and ports), SIGKILL only if it has not gone within `grace`."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-@contextlib.contextmanager
-def private_jack(period: int = 128, server: str | None = None) -> Iterator[dict[str, str]]:
-    """The environment of a JACK server for a bench: `server` if named, else a private dummy jackd
-    (`period` frames at 48 kHz) started here and stopped on exit. This process's own clients use it too."""
-    jackd = None
-    name = server or f"ripieno-bench-{os.getpid()}"
-    env = os.environ | {"JACK_DEFAULT_SERVER": name, "JACK_NO_START_SERVER": "1"}
-    os.environ.update({"JACK_DEFAULT_SERVER": name, "JACK_NO_START_SERVER": "1"})
-    try:
-        if server is None:
-            exe = shutil.which("jackd")
-            if exe is None:
-                raise RuntimeError("this bench needs jackd (make install installs it)")
-            jackd = subprocess.Popen([exe, "-n", name, "--no-realtime", "-d", "dummy", "-r", str(RATE), "-p", str(period)],
-                                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            _wait(lambda: _jack(env, "jack_lsp").returncode == 0, 10, "the private jackd")
-        yield env
-    finally:
-        if jackd is not None:
-            stop_process(jackd, 5.0)
-
-
 def run(model: str = "default", notes: int = 200, period: int = 128, server: str | None = None) -> dict:
     """Measure; returns the JSON-able result (see module docstring)."""
-    with tempfile.TemporaryDirectory(prefix="ripieno-bench-") as tmp, private_jack(period, server) as env:
-        got, stats, missed = _reactions(env, model, notes, Path(tmp))
+    with tempfile.TemporaryDirectory(prefix="ripieno-bench-") as tmp, private_jack(Path(tmp), period, server) as jack:
+        got, stats, missed = _reactions(jack, model, notes, Path(tmp))
     period_us = period / RATE * 1e6
     lat = [(off - t0) * 1e6 for t0, _, off in got]
     floor = [(tap - t0) * 1e6 for t0, tap, _ in got]

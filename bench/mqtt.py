@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,8 @@ import aiomqtt
 from ripieno.daemon.commands import Controller, State
 from ripieno.daemon.config import parse
 from ripieno.daemon.mqtt import run_mqtt
+
+from .peers import Broker
 
 PROBE_S = 0.001
 log = logging.getLogger(__name__)
@@ -53,36 +54,6 @@ class _Engine:
 
     async def load_model(self, spec: str) -> None:
         pass
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class _Broker:
-    def __init__(self, workdir: Path, port: int) -> None:
-        self.port, self.conf = port, workdir / "mosquitto.conf"
-        self.conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nuser root\n")
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        self.proc = subprocess.Popen([exe, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.02)
-        raise RuntimeError("mosquitto did not start")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
 
 
 def _pcts(lat_us: list[float]) -> dict[str, float | None]:
@@ -123,9 +94,9 @@ async def _wait_online(port: int, base: str, timeout: float) -> float:
 
 async def bench(flood: int, seconds: float) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp:
-        port = _free_port()
-        broker = _Broker(Path(tmp), port)
+        broker = Broker(Path(tmp))
         broker.start()
+        port = broker.port
         base = "bench"
         cfg = parse({"mqtt": {"enabled": True, "host": "127.0.0.1", "port": port, "base_topic": base}}, "bench")
         engine = _Engine()
@@ -152,7 +123,7 @@ async def bench(flood: int, seconds: float) -> dict[str, object]:
             flood_cpu = time.process_time() - cpu0
             await publisher
 
-            broker.stop()
+            broker.kill()
             down = await _probe(seconds)
             broker.start()
             back_s = await _wait_online(port, base, 30)
@@ -175,7 +146,7 @@ async def bench(flood: int, seconds: float) -> dict[str, object]:
         finally:
             stop.set()
             await asyncio.wait_for(task, 5)
-            broker.stop()
+            broker.kill()
 
 
 def missing_tools() -> list[str]:

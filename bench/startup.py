@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from .e2e import private_jack, stop_process
+from .peers import CLI, Daemon, JackServer, private_jack
 
 READY = "ripieno is up"
 SETTLE_S = 0.5
@@ -47,32 +45,22 @@ def _memory_mb(pid: int) -> tuple[float, float] | None:
         return None
 
 
-def _one(env: dict[str, str], model: str, work: Path, k: int) -> tuple[float, tuple[float, float] | None]:
-    cfg = work / f"startup{k}.toml"
-    cfg.write_text(f'[midi]\napi = "jack"\n[engine]\nmode = "call"\nmodel = "{model}"\n')
-    log_path = work / f"startup{k}.log"
-    with open(log_path, "wb") as logf:
-        t0 = time.monotonic()
-        proc = subprocess.Popen([sys.executable, "-m", "ripieno.daemon.cli", "run", "--config", str(cfg)], env=env, stdout=logf, stderr=subprocess.STDOUT)
-        try:
-            while READY not in log_path.read_text(errors="replace"):
-                if proc.poll() is not None:
-                    raise RuntimeError(f"ripieno run exited with {proc.returncode}: {log_path.read_text(errors='replace')[-600:]}")
-                if time.monotonic() - t0 > 60:
-                    raise RuntimeError("ripieno run was not up within 60 s")
-                time.sleep(0.005)
-            ready = time.monotonic() - t0
-            time.sleep(SETTLE_S)
-            rss = _memory_mb(proc.pid)
-        finally:
-            stop_process(proc)
+def _one(jack: JackServer, model: str, work: Path) -> tuple[float, tuple[float, float] | None]:
+    d = Daemon(f'[midi]\napi = "jack"\n[engine]\nmode = "call"\nmodel = "{model}"\n', work, jack.env(), entry=CLI, log_level=None)
+    try:
+        d.wait_log(READY, 60, 0.005)
+        ready = time.monotonic() - d.started
+        time.sleep(SETTLE_S)
+        rss = _memory_mb(d.proc.pid)
+    finally:
+        d.stop(strict=False)
     return ready, rss
 
 
 def run(model: str = "default", runs: int = 5, server: str | None = None) -> dict:
     """Measure `runs` starts; JSON-able dict with the medians and every run."""
-    with tempfile.TemporaryDirectory(prefix="ripieno-startup-") as tmp, private_jack(128, server) as env:
-        got = [_one(env, model, Path(tmp), k) for k in range(max(1, runs))]
+    with tempfile.TemporaryDirectory(prefix="ripieno-startup-") as tmp, private_jack(Path(tmp), 128, server) as jack:
+        got = [_one(jack, model, Path(tmp) / f"run{k}") for k in range(max(1, runs))]
     ready = [r for r, _ in got]
     rss = [m[0] for _, m in got if m is not None]
     own = [m[0] - m[1] for _, m in got if m is not None]
