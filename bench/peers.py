@@ -181,7 +181,7 @@ class Synth:
 
     def __init__(self, client: str = "testsynth", port: str = "in") -> None:
         self.client, self.port_name = client, port
-        self._cond = threading.Condition()
+        self._lock = threading.Condition()
         self.received: list[Received] = []
         self.midi = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name=client)
         self.midi.ignore_types(sysex=False, timing=False, active_sense=False)
@@ -194,27 +194,27 @@ class Synth:
 
     def _on(self, event: tuple[list[int], float], _data: object) -> None:
         now = time.monotonic()
-        with self._cond:
+        with self._lock:
             self.received.append(Received(now, list(event[0])))
-            self._cond.notify_all()
+            self._lock.notify_all()
 
     def messages(self) -> list[Received]:
-        with self._cond:
+        with self._lock:
             return list(self.received)
 
     def wait_for(self, pred: Callable[[Received], bool], timeout: float) -> Received | None:
         """The first message received that satisfies pred, waiting at most timeout seconds for it."""
         deadline = time.monotonic() + timeout
-        with self._cond:
+        with self._lock:
             while True:
                 found = next((r for r in self.received if pred(r)), None)
                 left = deadline - time.monotonic()
                 if found is not None or left <= 0:
                     return found
-                self._cond.wait(left)
+                self._lock.wait(left)
 
     def clear(self) -> None:
-        with self._cond:
+        with self._lock:
             self.received.clear()
 
     def note_ons(self) -> list[Received]:
