@@ -21,16 +21,15 @@ from typing import Any
 
 import numpy as np
 
-from ripieno.model.play.engine import Engine
 from ripieno.model.play.keys import Control, KeyDown
-from ripieno.model.play.scheduler import Scheduler
+from ripieno.model.play.performance import Performance
 
 from . import jack_server, midi_ports, ports, systemd, tempo_source
 from .clock import CLOCK_STATUS, MidiClock
 from .commands import COMMAND_BURST, COMMAND_RATE, CommandError, Controller, RateLimiter, State, cc_command
 from .config import Config, ConfigError, as_dict
 from .listener import Listener
-from .output import LATENESS_RING, RealtimeOutput
+from .output import LATENESS_RING, RealtimeHost
 from .stop_signals import STOP_SIGNALS
 
 log = logging.getLogger(__name__)
@@ -110,14 +109,15 @@ class Session:
         # appears, like a replug): ripieno still comes up, and tells systemd it is ready.
         self.midi_in, self.midi_out = midi_ports.open_pair(api, cfg.midi.input, cfg.midi.output, loop, clock=self.clock is not None,
                                                            wait=True)
-        self.output = RealtimeOutput(Scheduler(cfg.midi.channel - 1, cfg.engine.max_polyphony), self._send, loop)
         self.healthy = True  # False while the JACK server is gone: then systemd's watchdog is not fed
         self.stats_file: str | None = None  # the exit figures as JSON, for benchmarks (`run --stats-file`)
         self.controller = Controller(cfg, self)
-        # One model step per loop callback: a due note's timer then waits for at most one step.
-        self.engine = Engine(cfg.engine, stream, self.output, make_rng(cfg.engine.seed), self.controller.stats, plans_per_wake=1,
-                             tempo=self.tempo)
-        self._wake: asyncio.TimerHandle | None = None
+        # The same Performance (engine + scheduler) that `continue` and eval drive on a virtual
+        # clock; one model step per loop callback: a due note's timer then waits for at most one step.
+        self.perf = Performance(cfg.engine, stream, make_rng(cfg.engine.seed), channel=cfg.midi.channel - 1,
+                                stats=self.controller.stats, tempo=self.tempo, plans_per_wake=1, keep=False)
+        self.engine = self.perf.engine
+        self.output = RealtimeHost(self.perf, self._send, loop)
         self._in_dropped = 0
         # Keyboard controllers mapped to commands: the same rate as MQTT commands; the latest value
         # of each waits for the next token (a knob turned fast lands where it stopped), a value
@@ -169,7 +169,7 @@ class Session:
                         self._cc_pending[cmd[0]] = cmd[1]
                         self._cc_drain()
                         continue
-                self.engine.handle(ev)
+                self.output.feed(ev)
                 if isinstance(ev, KeyDown):
                     self.input_us.append((time.monotonic() - t) * 1e6)
             if self.midi_in.dropped != self._in_dropped:
@@ -177,8 +177,8 @@ class Session:
                 self._in_dropped = self.midi_in.dropped
                 for release in self.midi_in.take_lost_releases():
                     for ev in self.listener.feed(t, release):
-                        self.engine.handle(ev)
-            self.engine.poll(time.monotonic())
+                        self.output.feed(ev)
+            self.output.advance()
             self._arm()
             # A full queue (a chord, a smash) would otherwise be stepped through without the loop
             # ever running a due note's timer in between: yield after every message.
@@ -235,20 +235,8 @@ class Session:
         return hasattr(self.controller.state, name) and getattr(self.controller.state, name) == value
 
     def _arm(self) -> None:
-        """Wake the engine when it asked to be woken (one timer, re-armed after every change)."""
-        if self._wake is not None:
-            self._wake.cancel()
-            self._wake = None
-        if self._silenced:
-            return
-        t = self.engine.next_wakeup()
-        if t is not None:
-            self._wake = self.loop.call_at(max(t, self.loop.time()), self._tick)
-
-    def _tick(self) -> None:
-        self._wake = None
-        self.engine.poll(time.monotonic())
-        self._arm()
+        """Re-arm the performance's one timer (after anything that may have changed its deadline)."""
+        self.output.arm()
 
     def _send(self, msg: list[int]) -> None:
         self.midi_out.send(msg)  # the port of the moment (reopened after a JACK server restart)
@@ -377,9 +365,7 @@ class Session:
 
     def silence(self) -> None:
         """Panic once at the end (note-offs for all that sounds, then CC64/123/120); no more wake-ups."""
-        if self._wake is not None:
-            self._wake.cancel()
-            self._wake = None
+        self.output.close()
         if not self._silenced:
             self._silenced = True
             self.engine.panic()

@@ -7,14 +7,18 @@ same way: `feed(event)` hands over a key press, release or controller at its tim
 due), `advance(t)` gives it that turn and returns the messages that became due by t. The engine
 writes into the Performance (it is the engine's Output); every message it produced is returned
 by the next host call and appended to `sent` at once unless `keep=False` (a week-long soak keeps
-nothing). The real-time shell (`daemon/output.py`, `daemon/service.py`) adds the monotonic clock,
-timers and the ports around the same engine.
+nothing). A host that must play each message the moment it leaves (the real-time shell,
+`daemon/output.py`: the monotonic clock, one loop timer and the ports around the same engine)
+gives a `sink` instead: it then gets every message as it leaves, with the time it was due (None for
+a cut or a panic, which leave at once), including those of engine calls made between host calls
+(a setting changed over MQTT panics). `advance` sends what is due before the engine plans and what
+became due after, so a due note never waits behind a model step.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -25,6 +29,8 @@ from .scheduler import Scheduler, Timed
 from .tempo import Tempo
 
 MAX_WAKES = 1_000_000  # a bound on one virtual-clock run, far above any real continuation
+
+Sink = Callable[[list[int], "float | None"], None]  # (message, when it was due; None: at once)
 
 
 class Performance:
@@ -43,10 +49,12 @@ class Performance:
         answer_len: float | None = None,
         plans_per_wake: int = MAX_PLANS_PER_WAKE,
         keep: bool = True,
+        sink: Sink | None = None,
     ) -> None:
         self.clock = 0.0
         self.scheduler = Scheduler(channel, settings.max_polyphony)
         self.keep = keep
+        self.sink = sink
         self.sent: list[Timed] = []
         self._new: list[Timed] = []
         self.engine = Engine(settings, stream, self, rng, stats, max_events=max_events, answer_len=answer_len,
@@ -66,8 +74,10 @@ class Performance:
         return min(ts) if ts else None
 
     def advance(self, t: float) -> list[Timed]:
-        """Let the engine plan up to t and return the messages due by then."""
+        """Let the engine plan up to t and return the messages due by then (those due already leave
+        before the engine's model step, the ones it planned for now after it)."""
         self.clock = max(self.clock, t)
+        self._emit(self.scheduler.due(self.clock))
         self.engine.poll(self.clock)
         self._emit(self.scheduler.due(self.clock))
         return self._take()
@@ -75,14 +85,20 @@ class Performance:
     def close(self) -> list[Timed]:
         """Everything still scheduled leaves now, every sounding note closed."""
         self._emit(self.scheduler.due(math.inf))
-        self._emit([(self.clock, m) for m in self.scheduler.cut()])
+        self._emit([(self.clock, m) for m in self.scheduler.cut()], timed=False)
         return self._take()
 
-    def _emit(self, messages: list[Timed]) -> None:
-        """Messages that left (recorded at once: a setting changed between calls panics too)."""
-        self._new += messages
+    def _emit(self, messages: list[Timed], timed: bool = True) -> None:
+        """Messages that left (recorded at once: a setting changed between calls panics too).
+        timed: they were due at their time (False: a cut or panic, leaving now)."""
         if self.keep:
             self.sent += messages
+        sink = self.sink
+        if sink is None:
+            self._new += messages
+            return
+        for when, msg in messages:
+            sink(msg, when if timed else None)
 
     def _take(self) -> list[Timed]:
         new, self._new = self._new, []
@@ -94,10 +110,10 @@ class Performance:
         self.scheduler.add(on, off, pitch, velocity)
 
     def cut(self) -> None:
-        self._emit([(self.clock, m) for m in self.scheduler.cut()])
+        self._emit([(self.clock, m) for m in self.scheduler.cut()], timed=False)
 
     def panic(self) -> None:
-        self._emit([(self.clock, m) for m in self.scheduler.panic()])
+        self._emit([(self.clock, m) for m in self.scheduler.panic()], timed=False)
 
 
 def run_virtual(perf: Performance, inputs: Iterable[Event], until: float = math.inf, on_inputs_done: Any = None) -> None:

@@ -1,8 +1,8 @@
 """Timed note output and the open-note tracker: the one place that decides what is sounding.
 
 Pure: it never sends and never reads a clock. `due(now)` returns the messages whose time has
-come, `cut`/`panic` return the messages that silence ripieno at once; a shell (real-time:
-`output.py`, offline: `continue_cmd.py`) sends or records them. Every note-on that leaves
+come, `cut`/`panic` return the messages that silence ripieno at once; `performance.Performance`
+hands them to its host (real-time: `daemon/output.py`, virtual: `run_virtual`), which sends or records them. Every note-on that leaves
 here is tracked until its note-off has left too, so a panic can always close it.
 
 Same pitch twice on one channel cannot both sound in MIDI: a new note cuts the old one short.
