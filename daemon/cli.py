@@ -150,6 +150,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from ripieno.bench import step
 
         result = step.run(args.model)
+    elif args.what == "soak" and args.live:
+        from ripieno.bench import live_soak
+
+        result = live_soak.run(args.model, minutes=args.minutes, server=args.jack_server)
     elif args.what == "soak":
         from ripieno.bench import soak
 
@@ -253,11 +257,13 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--json", action="store_true", help="print one JSON object")
     sb.add_argument("--notes", type=int, default=200, help="e2e: measured reactions")
     sb.add_argument("--events", type=int, default=1_000_000, help="soak: events (player + ripieno) through one session")
+    sb.add_argument("--live", action="store_true", help="soak: the real daemon through JACK ports, phrase after phrase (memory over --minutes)")
+    sb.add_argument("--minutes", type=float, default=60.0, help="soak --live: how long to play")
     sb.add_argument("--period", type=int, default=128, help="e2e: frames per period of the private jackd")
     sb.add_argument("--runs", type=int, default=5, help="startup: starts measured (the median is reported)")
     sb.add_argument("--flood", type=int, default=5000, help="mqtt: commands in the flood phase")
     sb.add_argument("--seconds", type=float, default=3.0, help="mqtt: seconds per phase")
-    sb.add_argument("--jack-server", help="e2e, startup: use this running JACK server instead of a private dummy one")
+    sb.add_argument("--jack-server", help="e2e, startup, soak --live: use this running JACK server instead of a private dummy one")
     sb.set_defaults(func=_cmd_bench)
 
     sv = sub.add_parser("service", help="install or remove the systemd unit")

@@ -40,6 +40,16 @@ def test_bench_soak_prints_finite_blocks():
     assert out["ghost_notes"] == 0 and out["doubled_notes"] == 0  # no click, no flam, whatever the model samples
 
 
+def test_bench_soak_live_plays_phrases_through_the_real_daemon_and_leaves_nothing_sounding(tmp_path, jack):
+    model = tiny_checkpoint(tmp_path / "tiny.safetensors")
+    r = subprocess.run([str(BIN / "ripieno"), "bench", "soak", "--live", "--json", "--model", str(model), "--minutes", "0.25"],
+                       capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr
+    out = last_json(r.stdout)
+    assert out["phrases"] >= 2 and out["answered"] >= 1 and out["exit_code"] == 0 and out["left_sounding"] == 0, out
+    assert len(out["samples"]) >= 2 and all(s["RssAnon"] > 0 for s in out["samples"])
+
+
 def test_soak_ears_count_ghost_and_doubled_notes():
     from ripieno.bench.soak import _Ears
 
