@@ -22,6 +22,7 @@ def draw(path: str | Path, prompt: Sequence[NoteTuple], continuation: Sequence[N
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
+    from matplotlib.ticker import MaxNLocator
 
     notes = [*prompt, *continuation]
     end = max((o + d for o, _, d, _ in notes), default=1.0)
@@ -31,6 +32,7 @@ def draw(path: str | Path, prompt: Sequence[NoteTuple], continuation: Sequence[N
             ax.broken_barh([(onset, max(dur, 0.01))], (pitch - 0.4, 0.8), facecolors=color, alpha=0.35 + 0.65 * vel / 127)
     pitches = [p for _, p, _, _ in notes] or [60]
     ax.set_ylim(min(pitches) - 2, max(pitches) + 2)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # MIDI pitches are whole numbers, also on a narrow roll
     ax.set_xlim(0, end * 1.02)
     ax.set_xlabel("seconds")
     ax.set_ylabel("MIDI pitch")

@@ -10,7 +10,7 @@ import pytest
 
 from ripieno.daemon.config import Config, EngineConfig
 from ripieno.model.play.performance import Performance, run_virtual
-from ripieno.model.play.engine import Engine, harmony_weights, key_weights, next_on_grid, player_grid, scaled_velocity
+from ripieno.model.play.engine import Engine, harmony_weights, key_weights, next_on_grid, player_grid, register_weights, scaled_velocity
 from ripieno.model.harmony import consonant_with
 from ripieno.model.play.tempo import SteadyTempo
 from ripieno.model.play.keys import Event, KeyDown, KeyUp
@@ -353,6 +353,14 @@ def test_key_weights_follow_the_players_pitch_classes():
     assert w[61] == pytest.approx((KEY_FLOOR / (7 / 25 + KEY_FLOOR)) ** 0.5)  # C#, never played: rarer, still possible
     assert 0 < w[61] < w[62] < w[60] and w[61 + 12] == w[61]
     assert key_weights(c_major, 0.0) is None
+
+
+def test_register_weights_keep_an_answer_in_the_players_range_with_a_soft_edge():
+    assert register_weights([]) is None
+    w = register_weights([60, 67, 64], soft=5.0)
+    assert w.shape == (128,) and (w[60:68] == 1.0).all()  # anywhere the player went, not only their notes
+    assert w[71] == pytest.approx(np.exp(-(4 / 5) ** 2)) and w[56] == w[71]  # a third past either edge
+    assert w[74] < 0.15 and w[53] < 0.15 and w[40] < 1e-6  # a fifth out is rare, two octaves out never
 
 
 def test_an_answer_stays_in_the_players_key(ckpt):
