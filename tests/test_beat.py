@@ -164,6 +164,23 @@ def test_the_grid_runs_on_through_a_pause_at_the_same_tempo() -> None:
     assert tr.beat_at(15 * 0.5) == pytest.approx(round(tr.beat_at(15 * 0.5)), abs=0.02)
 
 
+def test_a_steady_player_who_rests_is_read_from_both_sides_of_the_rest() -> None:
+    """An Essen opening with a four-beat rest in it (boehme10 #60's rhythm), played at 75 bpm with
+    12 ms scatter, 100 times: the tempo after the last note is as precise as a straight line through
+    the true positions makes it (0.09 % sd here). Read from the notes after the rest alone, it was
+    0.6 %: ten seconds of answer then drift 40 ms off the player's grid."""
+    beats = np.array([0.0, 1.5, 2.0, 2.75, 3.0, 3.5, 4.0, 8.0, 9.5, 10.0, 10.5, 11.0, 11.5, 12.0])
+    period = 0.798
+    rng = np.random.default_rng(1)
+    errors = []
+    for _ in range(100):
+        tr = BeatTracker()
+        for t in beats * period + rng.normal(0.0, 0.012, len(beats)):
+            tr.onset(float(t))
+        errors.append(60.0 / tr.tempo_bpm / period - 1.0)
+    assert np.std(errors) < 0.002 and abs(np.mean(errors)) < 0.001
+
+
 # ------------------------------------------------------------------------------------ metre
 
 

