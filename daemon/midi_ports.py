@@ -1,19 +1,19 @@
-"""ripieno's two MIDI ports over python-rtmidi: opening, closing, hot-plug, and the input hand-off.
+"""ripieno's two MIDI ports (python-rtmidi, and ripieno's own JACK input): opening, closing, hot-plug, the input hand-off.
 
-The rtmidi callback runs in rtmidi's own thread (JACK's process thread under JACK). It only
-timestamps, drops what ripieno ignores (MIDI clock too, unless the input was opened with
-`clock=True`) and hands the message to the event loop with `call_soon_threadsafe`; the loop
-side puts it into a bounded queue and counts what overflows.
+The input callback runs in the back-end's thread (rtmidi's under ALSA, JACK's process thread
+under JACK: `jack_midi.JackMidiIn`). It only timestamps, drops what ripieno ignores (MIDI clock
+too, unless the input was opened with `clock=True`) and hands the message to the event loop with
+`call_soon_threadsafe`; the loop side puts it into a bounded queue and counts what overflows.
 
-Hot-plug: a port given as a name substring is re-checked by `poll()` (the watcher calls it at
-least every WATCH_S; ALSA gives no callback). When the peer disappears the port reports LOST;
-when a matching peer is back it is reopened and reports FOUND. Under JACK the input is ripieno's
-own client (`jack_midi.JackMidiIn`, not rtmidi's), whose graph notifications wake the watcher at
+Hot-plug: a port given as a name substring is re-checked by `poll()` (`watch()` calls it every
+`interval`; ALSA gives no callback). When the peer disappears the port reports LOST; when a
+matching peer is back it is reopened and reports FOUND. Under JACK the input is ripieno's own
+client (`jack_midi.JackMidiIn`, not rtmidi's), whose graph notifications wake the watcher at
 once, and `poll()` also checks the wiring itself: a peer replugged faster than any poll has its
-name back but not our connection, which is then made again (LOST, then FOUND). A peer that is not there yet at
-start is the same case (`open_or_wait`, `open_pair(wait=True)`): a keyboard switched on after the
-box is connected when it appears, like a replug; while none matches, the log says so once and
-then every WAIT_LOG_S. Two python-rtmidi traps are handled here: `close_port()` cancels the
+name back but not our connection, which is then made again (LOST, then FOUND). A peer that is
+not there yet at start is the same case (`open_or_wait`, `open_pair(wait=True)`): a keyboard
+switched on after the box is connected when it appears, like a replug; while none matches, the
+log says so once and then every WAIT_LOG_S. Two python-rtmidi traps are handled here: `close_port()` cancels the
 input callback (it is set again after every open), and dropping a MidiIn/MidiOut does not close
 its JACK client (`close()` calls `delete()`).
 """
@@ -50,7 +50,7 @@ class Change(enum.Enum):
 def ignored(msg: list[int]) -> bool:
     """Messages ripieno never looks at: empty, system real-time (clock, active sensing...), sysex.
 
-A "sysex" with status bytes inside still goes to the listener, whose decoder ends the sysex at
+    A "sysex" with status bytes inside still goes to the listener, whose decoder ends the sysex at
     the first status byte and hears what follows (a keyboard's broken sysex, or a back-end that
     glued later events onto it: rtmidi's JACK input did, see jack_midi). A clean one is dropped.
     """
