@@ -259,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--events", type=int, default=1_000_000, help="soak: events (player + ripieno) through one session")
     sb.add_argument("--live", action="store_true", help="soak: the real daemon through JACK ports, phrase after phrase (memory over --minutes)")
     sb.add_argument("--minutes", type=float, default=60.0, help="soak --live: how long to play")
-    sb.add_argument("--dense", action="store_true", help="soak --live: accompany mode, no rests, 8 notes/s (reaches the online memory's bound sooner)")
+    sb.add_argument("--dense", action="store_true", help="soak --live: accompany mode, no rests, 8 notes/s (reaches the online memory's bound in about 18 minutes)")
     sb.add_argument("--period", type=int, default=128, help="e2e: frames per period of the private jackd")
     sb.add_argument("--runs", type=int, default=5, help="startup: starts measured (the median is reported)")
     sb.add_argument("--flood", type=int, default=5000, help="mqtt: commands in the flood phase")
