@@ -110,11 +110,16 @@ class JackServer:
         if r.returncode != 0:
             raise subprocess.CalledProcessError(r.returncode, ["jack_connect", src, dst], r.stdout, r.stderr)
 
+    def connected(self, src: str, dst: str) -> bool:
+        """Is src wired to dst? (`jack_lsp -c src`: the port, then each of its connections indented.)"""
+        lines = self._tool("jack_lsp", "-c", src).stdout.splitlines()
+        return any(line.startswith((" ", "\t")) and line.strip() == dst for line in lines)
+
     def link(self, src: str, dst: str, timeout: float = 5.0) -> None:
         """jack_connect, retried until `jack_lsp -c` shows the connection (a fresh port may still be settling)."""
         def linked() -> bool:
             self._tool("jack_connect", src, dst)
-            return dst in self._tool("jack_lsp", "-c", src).stdout
+            return self.connected(src, dst)
 
         wait_until(linked, timeout, what=f"a JACK connection {src} -> {dst}")
 
