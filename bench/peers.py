@@ -116,7 +116,8 @@ class JackServer:
         return any(line.startswith((" ", "\t")) and line.strip() == dst for line in lines)
 
     def link(self, src: str, dst: str, timeout: float = 5.0) -> None:
-        """jack_connect, retried until `jack_lsp -c` shows the connection (a fresh port may still be settling)."""
+        """jack_connect, retried until `jack_lsp -c` shows the connection (a fresh port may still be settling).
+        Name src by its real name, not an alias: `jack_lsp -c` lists an alias's connections under neither."""
         def linked() -> bool:
             self._tool("jack_connect", src, dst)
             return self.connected(src, dst)
