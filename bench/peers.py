@@ -117,7 +117,7 @@ class JackServer:
 
     def link(self, src: str, dst: str, timeout: float = 5.0) -> None:
         """jack_connect, retried until `jack_lsp -c` shows the connection (a fresh port may still be settling).
-        Name src by its real name, not an alias: `jack_lsp -c` lists an alias's connections under neither."""
+        Name src by its real name: `jack_lsp -c` given an alias (ripieno:out) shows none of the port's connections."""
         def linked() -> bool:
             self._tool("jack_connect", src, dst)
             return self.connected(src, dst)
