@@ -72,6 +72,7 @@ _W_CONTRAST = 1.5
 _W_SIMPLE = 2.0
 _W_UNPLACED = 2.0
 _W_FIT = 1.0
+_W_SYNC = 0.0
 _FIT_SD_S = 0.035
 _RECENCY_S = 4.0  # evidence this old weighs e^-1 in scoring
 
@@ -255,6 +256,7 @@ class BeatTracker:
         s: np.ndarray,
         beats_w: np.ndarray,
         period: np.ndarray,
+        synco: np.ndarray,
     ) -> np.ndarray:
         """Log-score of C grid hypotheses over N onsets (boolean masks C x N; w, s: N; C-vectors).
         binary/ternary: the onsets on the beat or its halves, on the beat or its thirds.
@@ -262,7 +264,8 @@ class BeatTracker:
         recall: the share of the grid's beats that have an onset; contrast: how much more salient
         (accented, long) the onsets on beats are than the average onset; simplicity: the share of
         onsets on the beat or its halves (or thirds: compound time), which keeps a beat from being
-        a whole bar; the log-normal tempo prior; onsets the grid cannot place count against it."""
+        a whole bar; syncopation: the share of onsets the grid calls syncopated (`_syncopated`);
+        the log-normal tempo prior; onsets the grid cannot place count against it."""
         eps = 1e-6
         total_w = float(w.sum()) + eps
         mean_s = max(float(w @ s) / total_w, eps)
@@ -276,8 +279,25 @@ class BeatTracker:
             + _W_CONTRAST * np.log(contrast + eps)
             + _W_SIMPLE * np.log(simple + eps)
             + _W_UNPLACED * np.log(placed @ w / total_w + eps)
+            - _W_SYNC * (synco @ w) / total_w
             + prior
         )
+
+    @staticmethod
+    def _syncopated(q12: np.ndarray, placed: np.ndarray) -> np.ndarray:
+        """Onsets (C x N, twelfths of each grid's beat) off the beat whose next onset comes after the
+        next beat: the note is held across a beat it did not mark.
+
+        The reading of a rhythm with the fewest syncopations is the metre a listener hears
+        (Longuet-Higgins & Lee 1984). It is what tells a binary tune from a compound one when both
+        fill every grid point with onsets: straight quarter notes read in dotted quarters start
+        on the beat's second third and run over the next beat, and a 6/8 tune's quarter-eighth
+        read in quarters does the same. A gap over two beats is a rest, not a held note."""
+        out = np.zeros(q12.shape, dtype=bool)
+        a, b = q12[..., :-1], q12[..., 1:]
+        both = placed[..., :-1] & placed[..., 1:]
+        out[..., :-1] = both & (a % _SUB != 0) & (b > (a // _SUB + 1) * _SUB) & (b - a <= 2 * _SUB)
+        return out
 
     @staticmethod
     def _beats_in(first: float, last: float, phase: np.ndarray, step: np.ndarray, decay: float) -> np.ndarray:
@@ -325,7 +345,7 @@ class BeatTracker:
         beats = self._beats_in(t[0] - 0.05, t[-1] + 0.05, phase, period, 1.0 / _RECENCY_S)
         binary = placed & (lvl <= 1)
         ternary = placed & ((lvl == 0) | (lvl == 2))
-        score = self._score(hit, placed, binary, ternary, w, self._salience(lo), beats, period)
+        score = self._score(hit, placed, binary, ternary, w, self._salience(lo), beats, period, self._syncopated(q12, placed))
         # Timing fit about each grid's mean offset (tracking re-fits the phase anyway).
         wp = w * placed
         sw = np.maximum(wp.sum(axis=1), 1e-9)
@@ -391,7 +411,8 @@ class BeatTracker:
         w = np.exp(-(t[-1] - t) / _RECENCY_S)
         beats = self._beats_in(float(q[0]), float(q[-1]), off * 1.0, step * 1.0, self._period / (_SUB * _RECENCY_S))
         binary, ternary = lvl <= 1, (lvl == 0) | (lvl == 2)
-        score = self._score(lvl == 0, lvl >= 0, binary, ternary, w, self._salience(0)[idx], beats, period)
+        pos = np.where(exact, rel // num[:, None], 0)
+        score = self._score(lvl == 0, lvl >= 0, binary, ternary, w, self._salience(0)[idx], beats, period, self._syncopated(pos, lvl >= 0))
         out = (period < self.min_period * 0.999) | (period > self.max_period * 1.001) | ((fi == 0) & (off == 0))
         out[0] = False
         score[out] = -np.inf
