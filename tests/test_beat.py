@@ -206,6 +206,39 @@ def test_jig_reports_the_dotted_quarter() -> None:
     assert np.percentile(errors[len(errors) // 3 :], 90) <= 0.030
 
 
+def test_syncopation_is_a_note_held_across_a_beat_it_did_not_mark() -> None:
+    # twelfths of the grid's beat: straight quarters read in dotted quarters (0, 8, 16, 24) start
+    # on the beat's second third and run over the next beat (8 -> 16 over 12; 16 ends on 24);
+    # a 6/8 quarter-eighth (0, 8, 12) does not
+    q = np.array([[0, 8, 16, 24], [0, 8, 12, 20], [0, 6, 12, 18], [0, 6, 36, 42]])
+    sync = BeatTracker._syncopated(q, np.ones(q.shape, dtype=bool))
+    assert sync.tolist() == [
+        [False, True, False, False],  # the last note's end is not known
+        [False, False, False, False],
+        [False, False, False, False],  # eighths in a binary reading
+        [False, False, False, False],  # an off-beat note before a rest is not held across the beat
+    ]
+    unplaced = np.ones(q.shape, dtype=bool)
+    unplaced[0, 2] = False
+    assert not BeatTracker._syncopated(q, unplaced)[0, 1:3].any()
+
+
+@pytest.mark.parametrize(("make", "bpm"), [("jig", 66.0), ("folk_tune", 125.0)])
+def test_even_playing_is_read_in_its_own_metre(make: str, bpm: float) -> None:
+    """Without accents (a score played back, an even player) only durations and syncopation tell a
+    jig's dotted quarters from quarters, and a 2/4 or 4/4 tune's quarters from dotted quarters:
+    20 seeds each, all read at the tune's own beat (without the syncopation count 17 / 20 jigs and
+    19 / 20 tunes were)."""
+    gen = jig if make == "jig" else folk_tune
+    wrong = []
+    for seed in range(20):
+        notes, _ = gen(seed=seed, bpm=bpm)
+        tr, _ = play([(t, 64) for t, _ in notes])
+        if abs(tr.tempo_bpm / bpm - 1.0) >= 0.03:
+            wrong.append((seed, round(tr.tempo_bpm, 1)))
+    assert not wrong
+
+
 def test_the_same_tune_slower_is_tracked_at_the_slower_tempo() -> None:
     fast, _ = folk_tune(seed=4, sd=0.0)
     rng = np.random.default_rng(5)
