@@ -1,6 +1,6 @@
 """Rebuild the bundled default model from scratch: `python -m ripieno.training.bundle`.
 
-One command, three steps, all from music21's public-domain corpus (essenFolksong + bach; the
+One command, three steps, all from music21's public-domain corpus (CORPUS below, or --corpus; the
 corpus cache is built first if missing, ~4 minutes):
 1. `ripieno-train fit` with the settings below (time-boxed: the learning-rate schedule is
    fitted to --max-minutes, the best epoch on validation is kept);
@@ -43,18 +43,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None, help="where default.safetensors and default.baseline.npz go (default: the package's model/weights)")
     ap.add_argument("--work", type=Path, default=None, help="training run directory (default: runs/bundle-<date>-<time>)")
     ap.add_argument("--max-minutes", type=float, default=30.0, help="training time box (the whole rebuild adds ~5 minutes)")
+    ap.add_argument("--corpus", nargs="+", default=list(CORPUS), metavar="NAME",
+                    help=f"music21 corpus collections to train on (default: {' '.join(CORPUS)}); leave one out to measure"
+                         " the same recipe on a tradition it never heard (give --out then: the bundled files stay)")
     args = ap.parse_args(argv)
     out = args.out or _weights_dir()
     work = args.work or Path("runs") / time.strftime("bundle-%Y%m%d-%H%M%S")
     started = time.monotonic()
-    fit_argv = ["fit", "--corpus", *CORPUS, "--out", str(work), *FIT_ARGS, "--max-minutes", str(args.max_minutes), "--no-progress"]
+    fit_argv = ["fit", "--corpus", *args.corpus, "--out", str(work), *FIT_ARGS, "--max-minutes", str(args.max_minutes), "--no-progress"]
     if cli.main(fit_argv) != 0:
         return 2
     out.mkdir(parents=True, exist_ok=True)
     model = out / "default.safetensors"
     if online_fit.main(["--model", str(work / "model.safetensors"), "--out", str(model)]) != 0:
         return 2
-    if markov.main(["--corpus", *CORPUS, "--save", str(out / "default.baseline.npz")]) != 0:
+    if markov.main(["--corpus", *args.corpus, "--save", str(out / "default.baseline.npz")]) != 0:
         return 2
     summary = {
         "checkpoint": str(model),
