@@ -41,8 +41,8 @@ def test_ripieno_reopens_its_ports_after_a_jack_restart_and_plays_again(jack, da
         jack.wait_for_port("ripieno:in", timeout=15)
         jack.wait_for_port("ripieno-out:out", timeout=5)
         back = time.monotonic() - restarted  # its ports are there again
-        # They may still be reopened once (open_pair's stall retry: a freshly restarted jackd was seen
-        # to take 2-5 s per client then): the peers are wired when ripieno says the ports are final.
+        # They may still be reopened once (open_pair's stall retry): the peers are wired when
+        # ripieno says the ports are final.
         d.wait_log("the JACK server is back", timeout=15)
     except TimeoutError:
         raise AssertionError(f"ripieno's ports did not come back:\n{d.log()[-3000:]}") from None
