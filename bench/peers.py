@@ -168,11 +168,12 @@ def private_jack(log_dir: Path, period: int = 128, server: str | None = None) ->
 # ------------------------------------------------------------------------------------- keyboard/synth
 
 def _close_rtmidi(midi: rtmidi.MidiIn | rtmidi.MidiOut) -> None:
-    """Close the port, let a JACK period pass, then delete the client: RtMidi 5's JACK destructor
+    """Close the port, let JACK periods pass, then delete the client: RtMidi 5's JACK destructor
     frees its ring buffer while the process callback may still read it (this test process
-    crashed so in the fast-replug tests); a closed port's callback returns at once."""
+    crashed so in the fast-replug tests, once more on 2026-12-02 with 10 ms here); a closed
+    port's callback returns at once, so 50 ms (nearly 20 periods) covers a late process thread."""
     midi.close_port()
-    time.sleep(0.01)
+    time.sleep(0.05)
     midi.delete()
 
 

@@ -39,7 +39,7 @@ STALL_S = 0.5  # a JACK graph request (alias, connect) this slow means the graph
 OPEN_ATTEMPTS = 3
 WAIT_LOG_S = 30.0  # while no port matches a wanted name, the log repeats which ones exist this often
 SETTLE_S = 0.01  # after a JACK graph notification, wait this long so that a burst of them is one look
-CLOSE_SETTLE_S = 0.01  # between closing an rtmidi JACK port and deleting its client (see _Port.close)
+CLOSE_SETTLE_S = 0.05  # between closing an rtmidi JACK port and deleting its client (see _Port.close): many periods, on a busy box too
 
 
 class Change(enum.Enum):
