@@ -418,12 +418,12 @@ class BeatTracker:
         # Positions in each relative's beats, in twelfths where representable.
         rel = (q[None, :] - off[:, None]) * den[:, None]
         exact = rel % num[:, None] == 0
-        lvl = np.where(exact, _LEVEL_OF12[(rel // num[:, None]) % _SUB], -1)
+        pos = rel // num[:, None]  # meaningful where exact; the rest have no level and are not placed
+        lvl = np.where(exact, _LEVEL_OF12[pos % _SUB], -1)
         t = self._t[idx]
         w = np.exp(-(t[-1] - t) / _RECENCY_S)
         beats = self._beats_in(float(q[0]), float(q[-1]), off * 1.0, step * 1.0, self._period / (_SUB * _RECENCY_S))
         binary, ternary = lvl <= 1, (lvl == 0) | (lvl == 2)
-        pos = np.where(exact, rel // num[:, None], 0)
         score = self._score(lvl == 0, lvl >= 0, binary, ternary, w, self._salience(0)[idx], beats, period, self._syncopated(pos, lvl >= 0))
         out = (period < self.min_period * 0.999) | (period > self.max_period * 1.001) | ((fi == 0) & (off == 0))
         out[0] = False
