@@ -181,3 +181,13 @@ def test_a_tiny_validation_split_turns_early_stopping_off_and_says_so(tmp_path, 
     assert any("too small to stop on" in r.message for r in caplog.records)
     assert any("no better than the pitch frequencies alone" in r.message for r in caplog.records)  # lr 1e-4, 4 epochs: worse than unigram
     assert unigram_nll(train, val) < math.log(128)
+
+
+def test_bundle_on_another_corpus_needs_out_so_the_bundled_model_stays(caplog) -> None:
+    from ripieno.training import bundle
+
+    weights = bundle._weights_dir() / "default.safetensors"
+    before = weights.stat().st_mtime_ns
+    assert bundle.main(["--corpus", "bach"]) == 2
+    assert "needs --out" in caplog.text
+    assert weights.stat().st_mtime_ns == before

@@ -47,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"music21 corpus collections to train on (default: {' '.join(CORPUS)}); leave one out to measure"
                          " the same recipe on a tradition it never heard (give --out then: the bundled files stay)")
     args = ap.parse_args(argv)
+    if tuple(args.corpus) != CORPUS and args.out is None:
+        log.error("--corpus other than the bundle's (%s) needs --out: the bundled model must not be replaced by it", " ".join(CORPUS))
+        return 2
     out = args.out or _weights_dir()
     work = args.work or Path("runs") / time.strftime("bundle-%Y%m%d-%H%M%S")
     started = time.monotonic()
