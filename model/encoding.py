@@ -266,7 +266,7 @@ class IncrementalEncoder:
     cost more than the work.
     """
 
-    __slots__ = ("encoding", "_prev_pitch", "_onset", "_lead", "_at", "_has_lead", "_vel_div")
+    __slots__ = ("encoding", "_prev_pitch", "_onset", "_lead", "_at", "_has_lead", "_vel_div", "lead_mask")
 
     def __init__(self, encoding: Encoding) -> None:
         self.encoding = encoding
@@ -280,11 +280,13 @@ class IncrementalEncoder:
         self._prev_pitch: int | None = None
         self._onset = 0.0
         self._lead = LeadNotes()
+        self.lead_mask = 0  # the last event's lead bits as one integer (bit k = lead0 + k), for NumpyLSTM
 
     def copy(self) -> IncrementalEncoder:
         other = IncrementalEncoder.__new__(IncrementalEncoder)
         other.encoding, other._at, other._has_lead = self.encoding, self._at, self._has_lead
         other._prev_pitch, other._onset, other._lead = self._prev_pitch, self._onset, self._lead.copy()
+        other.lead_mask = self.lead_mask
         return other
 
     def push(self, pitch: float, step: float, duration: float, velocity: float, role: float, pos: float, bar: float, out: np.ndarray) -> np.ndarray:
@@ -311,6 +313,7 @@ class IncrementalEncoder:
             out[i_bb], out[i_bl] = bar_tokens(pos, bar)
         if i_lead >= 0:
             mask, bass = self._lead.at(self._onset)
+            self.lead_mask = mask
             for k in range(12):
                 out[i_lead + k] = (mask >> k) & 1
             out[i_bass] = bass + 1

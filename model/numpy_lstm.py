@@ -128,14 +128,17 @@ class NumpyLSTM:
         np.tanh(c, out=tmp)
         np.multiply(o, tmp, out=h)
 
-    def step(self, tokens: np.ndarray, h: np.ndarray, c: np.ndarray, buf: Buffers) -> None:
-        """Advance (h, c) (each (layers, H), updated in place) by one event's tokens (K,)."""
+    def step(self, tokens: np.ndarray, h: np.ndarray, c: np.ndarray, buf: Buffers, lead_mask: int | None = None) -> None:
+        """Advance (h, c) (each (layers, H), updated in place) by one event's tokens (K,).
+
+        lead_mask: the twelve lead bits as one integer, when the caller has it (the incremental
+        encoder does), so they are not read back out of the tokens."""
         gates, H = buf.gates, self.hidden
         np.dot(self.w_hh0, h[0], out=gates)
         gates += self.bias[0]
         if self.lead_at >= 0:
             a = self.lead_at
-            mask = int(tokens[a : a + 12] @ self.lead_weights)
+            mask = int(tokens[a : a + 12] @ self.lead_weights) if lead_mask is None else lead_mask
             gates += self.lead_tables[0][mask & 63]
             gates += self.lead_tables[1][mask >> 6]
         for table, i in zip(self.tables, self.table_cols):

@@ -133,6 +133,8 @@ class FixedShare:
 class OnlinePitch:
     """The online component of a Stream: mixes the network's pitch distribution with the piece's VOM."""
 
+    scores_network = True  # observe() needs the network's distribution for the note heard
+
     def __init__(self, alpha: float = 0.05, max_order: int = 16) -> None:
         self.vom = OnlineSequenceModel(max_order=max_order, n_symbols=128, memory=PIECE_MEMORY)
         self.share = FixedShare(2, alpha)
@@ -191,26 +193,32 @@ class CorpusExpert:
     by every stream of a checkpoint; the memo is bounded (cleared when full).
     """
 
-    MEMO = 4096  # distinct corpus contexts remembered (1 KB each): a bounded 4 MB, then cleared
+    MEMO = 4096  # distinct corpus contexts remembered per scale (1 KB each): a bounded 4 MB each, then cleared
 
     def __init__(self, model: WittenBell) -> None:
         self.model = model
         self.order = model.max_order
-        self._memo: dict[int, np.ndarray] = {}
+        self._memos: dict[float, dict[int, np.ndarray]] = {}  # by scale: the blend's share comes ready-made
 
-    def probs(self, history: Sequence[int]) -> np.ndarray:
-        """P(next | the last `order` pitches of history), read-only (do not modify).
+    def probs(self, history: Sequence[int], scale: float = 1.0) -> np.ndarray:
+        """scale * P(next | the last `order` pitches of history), read-only (do not modify).
 
         Memoised by the deepest suffix of the context the corpus has seen: every context that
         backs off to the same node has the same distribution, so an unseen context costs a short
-        walk, not a fresh vector (the table is read-only: nodes, and their ids, live as long as it)."""
+        walk, not a fresh vector (the table is read-only: nodes, and their ids, live as long as it).
+        A blend asks with its corpus share as the scale, so the product is memoised too."""
         key = history[len(history) - self.order :] if self.order else ()
         node = self.model._chain(key)[-1]
-        p = self._memo.get(id(node))
+        memo = self._memos.get(scale)
+        if memo is None:
+            if len(self._memos) >= 4:  # one scale per online config in practice
+                self._memos.clear()
+            memo = self._memos[scale] = {}
+        p = memo.get(id(node))
         if p is None:
-            if len(self._memo) >= self.MEMO:
-                self._memo.clear()
-            p = self._memo[id(node)] = self.model.probs(key)
+            if len(memo) >= self.MEMO:
+                memo.clear()
+            p = memo[id(node)] = self.model.probs(key) if scale == 1.0 else scale * self.probs(history)
             p.flags.writeable = False
         return p
 
@@ -221,6 +229,10 @@ class BlendedPitch:
     Same interface as `OnlinePitch`; `weights` is (share of the network in the prediction, the
     rest), which says how much the piece's own memory is steering.
     """
+
+    # observe() only counts: a player's note heard without a sample in between costs no readout
+    # and no blend (the daemon hears most notes that way), and the counts come out the same.
+    scores_network = False
 
     def __init__(self, config: OnlineConfig, corpus: CorpusExpert | None = None) -> None:
         if config.corpus_weight > 0 and corpus is None:
@@ -259,7 +271,7 @@ class BlendedPitch:
             g = cfg.corpus_weight
             base = self._base
             np.multiply(net_probs, 1.0 - g, out=base)
-            base += g * self.corpus.probs(self.vom._history)
+            base += self.corpus.probs(self.vom._history, g)
         if self.ivom is not None and self._prev >= 0:
             # interval symbol of pitch q is q + off: the interval model over the 128 intervals that
             # lead to a pitch from here (intervals heard elsewhere may point outside 0..127)

@@ -70,7 +70,31 @@ def draw(probs: np.ndarray, rng: np.random.Generator) -> int:
 
 
 def choose(probs: np.ndarray, temperature: float, rng: np.random.Generator, top_p: float | None = None, low: int = 0, high: int | None = None) -> int:
-    """argmax (temperature 0) or a tempered, nucleus-restricted draw, always inside [low, high]."""
+    """argmax (temperature 0) or a tempered, nucleus-restricted draw, always inside [low, high].
+
+    A tempered draw without a nucleus (every sampled note) takes a short path: the inverse CDF of
+    the window itself, unnormalised, so no full-length vector is built or divided. It is the same
+    draw as `draw(shape(...))` up to float rounding, with the same one uniform; anything it cannot
+    take (nothing left in the window, non-finite mass) goes the long way, which handles it."""
+    if temperature > 0.0 and (top_p is None or not 0.0 < top_p < 1.0):
+        n = len(probs)
+        hi = n - 1 if high is None else high
+        lo, hi = max(0, min(int(low), n - 1)), max(0, min(int(hi), n - 1))
+        if lo > hi:
+            lo, hi = hi, lo
+        w = np.fmax(probs[lo : hi + 1], 0.0)  # fmax drops NaN in favour of 0
+        if temperature != 1.0:
+            top = w.max()
+            if top > 0:
+                w /= top  # keep the power from underflowing
+            np.power(w, 1.0 / temperature, out=w)
+        cdf = w.cumsum()
+        total = float(cdf[-1])
+        if 0.0 < total < np.inf:
+            i = min(int(cdf.searchsorted(rng.random() * total, side="right")), len(w) - 1)
+            while w[i] <= 0.0 and i > 0:  # float edge: never land on an excluded entry
+                i -= 1
+            return lo + i
     p = shape(probs, temperature, top_p, low, high)
     if temperature <= 0.0:
         return int(p.argmax())

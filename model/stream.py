@@ -113,12 +113,13 @@ class Stream:
         (default: the lead's notes do, unless `learn_own` says ripieno's do too); the engine
         passes False for the notes ripieno plays itself, whatever their part."""
         if self.online is not None:
-            self._ensure()
+            if self.online.scores_network:  # fixed share weighs the network by how it predicted this note
+                self._ensure()
             if learn is None:
                 learn = event.role == Role.PLAYER or self.learn_own
             self.online.observe(min(max(int(event.pitch), 0), 127), self._net_probs, learn)
         self._encoder.push(event.pitch, event.step, event.duration, event.velocity, int(event.role), event.pos, event.bar, self._tokens)
-        self.net.step(self._tokens, self.h, self.c, self._buf)
+        self.net.step(self._tokens, self.h, self.c, self._buf, self._encoder.lead_mask)
         self.n_observed += 1
         self._fresh = False
 
