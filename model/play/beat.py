@@ -59,10 +59,15 @@ _ANCHORS = 3
 _INDUCE_UNTIL = 8
 _RELOCK_FROM, _RELOCK_UNTIL = 3, 6  # after a pause, a new grid needs this many onsets, and to win twice
 _KEEP_BONUS = 1.0
+# Later onsets of a segment at which a fresh induction competes with the running grid once more
+# (with the keep bonus, and it must win twice in a row): an opening read at a level no relative
+# reaches (a 2/4 tune's dotted-eighth figures read as a beat of three sixteenths) is not kept for good.
+_REINDUCE_AT = (12, 16, 20, 24)
 
-# Metrical relatives of the current beat, as period factors num/den.
-_NUM = np.array([1, 2, 3, 1, 1, 3, 2])
-_DEN = np.array([1, 1, 1, 2, 3, 2, 3])
+# Metrical relatives of the current beat, as period factors num/den (4/3: from a dotted-eighth
+# reading back to the quarter).
+_NUM = np.array([1, 2, 3, 1, 1, 3, 2, 4])
+_DEN = np.array([1, 1, 1, 2, 3, 2, 3, 3])
 _STEP = _SUB * _NUM // _DEN  # a relative's beat in twelfths of the current one
 _OFFSET_EVENTS = 6  # a relative's beat passes through one of the last this-many onsets
 _SWITCH_MARGIN = 0.12  # log units a relative must win by ...
@@ -74,6 +79,10 @@ _W_CONTRAST = 1.5
 _W_SIMPLE = 2.0
 _W_UNPLACED = 2.0
 _W_FIT = 1.0
+# A quarter of the beat counts a third as simple as its half: a binary tune's sixteenths (a dotted
+# eighth and a sixteenth) are ordinary, and counted as not simple at all they made a beat of three
+# sixteenths, where every onset falls on a third, look simpler than the quarter.
+_QUARTER_SIMPLE = 0.35
 _W_SYNC = 4.0  # per share of syncopated onsets (reconsidering the metre only)
 _FIT_SD_S = 0.035
 _RECENCY_S = 4.0  # evidence this old weighs e^-1 in scoring
@@ -207,6 +216,8 @@ class BeatTracker:
             self._induce(keep_bonus=0.0)
         elif not opening and _RELOCK_FROM <= self._seg_events <= _RELOCK_UNTIL:
             self._induce(keep_bonus=_KEEP_BONUS)  # after a pause: did the player restart elsewhere?
+        elif self._seg_events in _REINDUCE_AT:
+            self._induce(keep_bonus=_KEEP_BONUS)
         else:
             self._place_last()
             if self._seg_events > _RELOCK_UNTIL or opening:
@@ -347,7 +358,7 @@ class BeatTracker:
         hit = placed & (lvl == 0)
         w = np.exp(-(t[-1] - t) / _RECENCY_S)
         beats = self._beats_in(t[0] - 0.05, t[-1] + 0.05, phase, period, 1.0 / _RECENCY_S)
-        binary = placed & (lvl <= 1)
+        binary = (placed & (lvl <= 1)) + _QUARTER_SIMPLE * (placed & (lvl == 3))
         ternary = placed & ((lvl == 0) | (lvl == 2))
         score = self._score(hit, placed, binary, ternary, w, self._salience(lo), beats, period)
         # Timing fit about each grid's mean offset (tracking re-fits the phase anyway).
@@ -423,7 +434,7 @@ class BeatTracker:
         t = self._t[idx]
         w = np.exp(-(t[-1] - t) / _RECENCY_S)
         beats = self._beats_in(float(q[0]), float(q[-1]), off * 1.0, step * 1.0, self._period / (_SUB * _RECENCY_S))
-        binary, ternary = lvl <= 1, (lvl == 0) | (lvl == 2)
+        binary, ternary = (lvl <= 1) + _QUARTER_SIMPLE * (lvl == 3), (lvl == 0) | (lvl == 2)
         score = self._score(lvl == 0, lvl >= 0, binary, ternary, w, self._salience(0)[idx], beats, period, self._syncopated(pos, lvl >= 0))
         out = (period < self.min_period * 0.999) | (period > self.max_period * 1.001) | ((fi == 0) & (off == 0))
         out[0] = False
