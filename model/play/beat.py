@@ -7,7 +7,8 @@ a note on every beat:
 
 - Induction (the first notes, and the first notes after a pause): every simple reading that two
   recent onsets suggest (they lie 1/2 .. 4 beats apart) is scored and the best one taken. Usable
-  from the second note on, sure after three or four.
+  from the second note on, sure after three or four. At a segment's onsets 12-24 a fresh induction
+  competes with the running grid again (it must win twice), so a misread opening is not kept.
 - Tracking: each new onset gets the nearest plausible grid position on the current estimate; a
   weighted least-squares fit of time on position over the recent onsets (recent ones weigh most; a
   curvature term follows tempo ramps) gives phase and period. Positions persist, so a re-estimate
