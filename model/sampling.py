@@ -26,6 +26,24 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return z
 
 
+def _bounds(n: int, low: int, high: int | None) -> tuple[int, int]:
+    """[low, high] clipped to 0..n-1 and in order (high None: the top)."""
+    high = n - 1 if high is None else high
+    low, high = max(0, min(int(low), n - 1)), max(0, min(int(high), n - 1))
+    return (high, low) if low > high else (low, high)
+
+
+def _tempered(window: np.ndarray, temperature: float, out: np.ndarray) -> np.ndarray:
+    """Negative and NaN entries as 0 (fmax drops NaN), then to the power 1/temperature (temperature
+    0 or 1: untempered), into out."""
+    np.fmax(window, 0.0, out=out)
+    if temperature > 0 and temperature != 1.0:
+        top = out.max()
+        out /= top if top > 0 else 1.0  # keep the power from underflowing
+        np.power(out, 1.0 / temperature, out=out)
+    return out
+
+
 def shape(probs: np.ndarray, temperature: float, top_p: float | None = None, low: int = 0, high: int | None = None) -> np.ndarray:
     """Restrict to [low, high], sharpen/flatten by temperature, keep the top-p nucleus; renormalised.
 
@@ -33,17 +51,10 @@ def shape(probs: np.ndarray, temperature: float, top_p: float | None = None, low
     NaN entries count as 0; if nothing is left, uniform over [low, high].
     """
     n = len(probs)
-    high = n - 1 if high is None else high
-    low, high = max(0, min(int(low), n - 1)), max(0, min(int(high), n - 1))
-    if low > high:
-        low, high = high, low
+    low, high = _bounds(n, low, high)
     p = np.zeros(n)
     window = p[low : high + 1]
-    np.fmax(probs[low : high + 1], 0.0, out=window)  # fmax drops NaN in favour of 0
-    if temperature > 0 and temperature != 1.0:
-        top = window.max()
-        window /= top if top > 0 else 1.0  # keep the power from underflowing
-        np.power(window, 1.0 / temperature, out=window)
+    _tempered(probs[low : high + 1], temperature, window)
     total = window.sum()
     if not (0.0 < total < np.inf):
         window[:] = 1.0
@@ -77,17 +88,8 @@ def choose(probs: np.ndarray, temperature: float, rng: np.random.Generator, top_
     draw as `draw(shape(...))` up to float rounding, with the same one uniform; anything it cannot
     take (nothing left in the window, non-finite mass) goes the long way, which handles it."""
     if temperature > 0.0 and (top_p is None or not 0.0 < top_p < 1.0):
-        n = len(probs)
-        hi = n - 1 if high is None else high
-        lo, hi = max(0, min(int(low), n - 1)), max(0, min(int(hi), n - 1))
-        if lo > hi:
-            lo, hi = hi, lo
-        w = np.fmax(probs[lo : hi + 1], 0.0)  # fmax drops NaN in favour of 0
-        if temperature != 1.0:
-            top = w.max()
-            if top > 0:
-                w /= top  # keep the power from underflowing
-            np.power(w, 1.0 / temperature, out=w)
+        lo, hi = _bounds(len(probs), low, high)
+        w = _tempered(probs[lo : hi + 1], temperature, np.empty(hi - lo + 1))
         cdf = w.cumsum()
         total = float(cdf[-1])
         if 0.0 < total < np.inf:
